@@ -1,0 +1,1 @@
+"""The imeireg service: IMEI parsing, the LMDB registry store, importers, policy and gRPC server."""

@@ -1,0 +1,185 @@
+"""The gRPC servicer: request validation and protobuf glue around `LegalityChecker`.
+
+Per-IMEI problems are answers (REASON_INVALID_FORMAT); only a request that breaks
+the API's limits fails, with INVALID_ARGUMENT and google.rpc.BadRequest details.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+import grpc
+from google.protobuf import any_pb2, timestamp_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from imeireg.imei import TAC_DIGITS, is_digits
+from imeireg.server.legality import LegalityChecker
+from imeireg.server.store import SCHEMA_VERSION, ImportRecord, ListName, Snapshot
+from imeireg.v1 import legality_pb2 as pb
+from imeireg.v1 import legality_pb2_grpc as pb_grpc
+
+MAX_IMEIS = 10_000
+MAX_TACS = 1_000
+RECENT_IMPORTS = 20
+_MAX_VIOLATIONS = 20
+_IMSI_LENGTHS = range(6, 16)
+
+
+class InvalidRequest(Exception):
+    """A request broke an API limit: (field, description) pairs for google.rpc.BadRequest."""
+
+    def __init__(self, violations: list[tuple[str, str]]) -> None:
+        self.violations = violations[:_MAX_VIOLATIONS]
+        more = len(violations) - len(self.violations)
+        summary = "; ".join(f"{field}: {text}" for field, text in self.violations)
+        super().__init__(summary + (f"; and {more} more" if more > 0 else ""))
+
+    def status(self) -> grpc.Status:
+        details = any_pb2.Any()
+        details.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=field, description=text)
+                    for field, text in self.violations
+                ]
+            )
+        )
+        return rpc_status.to_status(
+            status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=str(self), details=[details])
+        )
+
+
+def validate_check(imeis: Sequence[str], imsis: Sequence[str], prefix: str = "") -> None:
+    count = len(imeis)
+    if not 1 <= count <= MAX_IMEIS:
+        raise InvalidRequest([(f"{prefix}imeis", f"{count} IMEIs given; 1 to {MAX_IMEIS} allowed")])
+    if not imsis:
+        return
+    if len(imsis) != count:
+        raise InvalidRequest(
+            [
+                (
+                    f"{prefix}imsis",
+                    f"{len(imsis)} IMSIs given for {count} IMEIs; give none or one per IMEI",
+                )
+            ]
+        )
+    bad = [
+        (f"{prefix}imsis[{i}]", f"{imsi!r} is not an IMSI (6 to 15 digits, or empty for none)")
+        for i, imsi in enumerate(imsis)
+        if imsi and not (len(imsi) in _IMSI_LENGTHS and is_digits(imsi))
+    ]
+    if bad:
+        raise InvalidRequest(bad)
+
+
+def list_enum(name: str) -> pb.RegistryList.ValueType:
+    return pb.RegistryList.Value("REGISTRY_LIST_" + name.upper().replace("-", "_"))
+
+
+def _timestamp(unix: float) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromNanoseconds(round(unix * 1e9))
+    return stamp
+
+
+class LegalityServicer(pb_grpc.LegalityServiceServicer):
+    """imeireg.v1.LegalityService over one `LegalityChecker`."""
+
+    def __init__(self, checker: LegalityChecker) -> None:
+        self.checker = checker
+        self._snapshot = Snapshot(-1, 0.0)
+        self._snapshot_pb = pb.Snapshot()
+
+    def _snapshot_message(self, snapshot: Snapshot) -> pb.Snapshot:
+        if snapshot != self._snapshot:
+            self._snapshot = snapshot
+            self._snapshot_pb = pb.Snapshot(
+                generation=snapshot.generation, commit_time=_timestamp(snapshot.committed_at)
+            )
+        return self._snapshot_pb
+
+    def _check(self, request: pb.CheckImeisRequest, prefix: str = "") -> pb.CheckImeisResponse:
+        validate_check(request.imeis, request.imsis, prefix)
+        verdict = self.checker.check(request.imeis, request.imsis)
+        return pb.CheckImeisResponse(
+            statuses=verdict.statuses.tolist(),
+            reasons=verdict.reasons.tolist(),
+            snapshot=self._snapshot_message(verdict.snapshot),
+        )
+
+    async def CheckImeis(
+        self, request: pb.CheckImeisRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CheckImeisResponse:
+        try:
+            return self._check(request)
+        except InvalidRequest as invalid:
+            await context.abort_with_status(invalid.status())
+            raise  # abort_with_status always raises
+
+    async def StreamCheckImeis(
+        self,
+        request_iterator: AsyncIterator[pb.StreamCheckImeisRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.StreamCheckImeisResponse]:
+        async for request in request_iterator:
+            try:
+                answer = self._check(request.check, prefix="check.")
+            except InvalidRequest as invalid:
+                await context.abort_with_status(invalid.status())
+                raise
+            yield pb.StreamCheckImeisResponse(check=answer)
+
+    async def LookupTacs(
+        self, request: pb.LookupTacsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LookupTacsResponse:
+        tacs = list(request.tacs)
+        violations = [("tacs", f"{len(tacs)} TACs given; 1 to {MAX_TACS} allowed")]
+        if 1 <= len(tacs) <= MAX_TACS:
+            violations = [
+                (f"tacs[{i}]", f"{tac!r} is not a TAC (8 digits)")
+                for i, tac in enumerate(tacs)
+                if not (len(tac) == TAC_DIGITS and is_digits(tac))
+            ]
+        if violations:
+            invalid = InvalidRequest(violations)
+            await context.abort_with_status(invalid.status())
+            raise invalid
+        index = self.checker.index
+        snapshot = index.refresh()
+        return pb.LookupTacsResponse(
+            tacs=[
+                pb.TacInfo(
+                    tac=record.tac, allocated=record.allocated, barred=record.barred, **record.model
+                )
+                for record in index.tac_records(tacs)
+            ],
+            snapshot=self._snapshot_message(snapshot),
+        )
+
+    async def GetRegistryInfo(
+        self, request: pb.GetRegistryInfoRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetRegistryInfoResponse:
+        index = self.checker.index
+        snapshot = index.refresh()
+        return pb.GetRegistryInfoResponse(
+            schema_version=SCHEMA_VERSION,
+            snapshot=self._snapshot_message(snapshot),
+            lists=[
+                pb.ListRows(list=list_enum(name), rows=rows) for name, rows in index.rows().items()
+            ],
+            tac_count=index.tac_count(),
+            recent_imports=[_import_record(r) for r in index.recent_imports(RECENT_IMPORTS)],
+        )
+
+
+def _import_record(record: ImportRecord) -> pb.ImportRecord:
+    return pb.ImportRecord(
+        list=list_enum(ListName(record.list_name)),
+        mode=pb.ImportMode.Value("IMPORT_MODE_" + record.mode.upper()),
+        file_name=record.file_name,
+        sha256=record.sha256,
+        rows=record.rows,
+        generation=record.generation,
+        commit_time=_timestamp(record.committed_at),
+    )
