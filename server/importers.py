@@ -203,12 +203,12 @@ class _ImeiColumn:
 
 def bitmaps_by_tac(bodies: U64) -> dict[int, BitMap]:
     """Group IMEI bodies (tac * 10**6 + serial) into one roaring bitmap of serials per TAC."""
+    if not len(bodies):
+        return {}
     bodies = np.unique(bodies)
     tacs = (bodies // _SERIAL_SPACE).astype(np.uint32)
     serials = (bodies % _SERIAL_SPACE).astype(np.uint32)
-    starts = (
-        np.flatnonzero(np.r_[True, tacs[1:] != tacs[:-1]]) if len(tacs) else np.empty(0, np.int64)
-    )
+    starts = np.flatnonzero(np.r_[True, tacs[1:] != tacs[:-1]])
     ends = np.r_[starts[1:], len(tacs)]
     return {
         int(tacs[start]): BitMap(array("I", serials[start:end].tobytes()))
