@@ -41,7 +41,7 @@ lint: $(VENV)/.links
 	cd proto && ../$(BIN)/buf lint
 
 proto: $(VENV)/.deps
-	PATH=$(CURDIR)/$(BIN):$$PATH scripts/generate-proto
+	PATH=$(CURDIR)/$(BIN):$$PATH proto/generate
 
 check-proto: proto
 	git diff --exit-code -- proto/ || (echo "generated code is stale: run make proto and commit" >&2; exit 1)
