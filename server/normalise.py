@@ -1,7 +1,8 @@
 """Batch IMEI normalisation: a request's IMEI strings → TAC and serial columns plus format facts.
 
-The common case, a batch of 15-digit IMEIs, is done in a few numpy operations
-over the joined bytes; any other spelling goes through `imei.parse_imei` one by one.
+The common case, a batch of IMEIs all spelt alike (14, 15 or 16 digits), is done
+in a few numpy operations over the joined bytes; a batch mixing spellings goes
+through `imei.parse_imei` one IMEI at a time.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from imeireg.imei import BODY_DIGITS, IMEI_DIGITS, TAC_DIGITS, parse_imei
+from imeireg.imei import BODY_DIGITS, IMEI_DIGITS, IMEISV_DIGITS, TAC_DIGITS, parse_imei
 from imeireg.server import facts
 
 U32 = npt.NDArray[np.uint32]
@@ -22,6 +23,8 @@ _TAC_WEIGHTS = 10 ** np.arange(TAC_DIGITS - 1, -1, -1, dtype=np.uint32)
 # the digits of the product summed: 2d → 2d - 9 when 2d > 9.
 _LUHN_DOUBLED = np.array([0, 2, 4, 6, 8, 1, 3, 5, 7, 9], dtype=np.uint8)
 _EVEN_POSITIONS = np.arange(1, BODY_DIGITS, 2)
+_UNIFORM_LENGTHS = (BODY_DIGITS, IMEI_DIGITS, IMEISV_DIGITS)
+_TERMINATOR = ";"
 _ODD_POSITIONS = np.arange(0, BODY_DIGITS, 2)
 
 
@@ -42,26 +45,33 @@ class ImeiBatch:
 def normalise_batch(imeis: Sequence[str]) -> ImeiBatch:
     """Split every IMEI of a batch into TAC and serial; flag malformed ones and bad check digits."""
     count = len(imeis)
-    joined = "".join(imeis)
-    if len(joined) == count * IMEI_DIGITS and joined.isascii():
-        digits = np.frombuffer(joined.encode("ascii"), dtype=np.uint8).reshape(count, IMEI_DIGITS)
-        digits = digits - np.uint8(ord("0"))
-        if bool((digits <= 9).all()):
-            return _from_fifteen_digit_rows(digits)
+    if count:
+        # Joined with a terminator after each IMEI, a batch of equal-length digit strings
+        # is a matrix whose last column is all terminators: one check proves every length.
+        joined = _TERMINATOR.join(imeis) + _TERMINATOR
+        width, remainder = divmod(len(joined), count)
+        if not remainder and width - 1 in _UNIFORM_LENGTHS and joined.isascii():
+            chars = np.frombuffer(joined.encode("ascii"), dtype=np.uint8).reshape(count, width)
+            digits = chars[:, :-1] - np.uint8(ord("0"))
+            if bool((chars[:, -1] == ord(_TERMINATOR)).all()) and bool((digits <= 9).all()):
+                return _from_digit_rows(digits)
     return _from_mixed(imeis)
 
 
-def _from_fifteen_digit_rows(digits: npt.NDArray[np.uint8]) -> ImeiBatch:
+def _from_digit_rows(digits: npt.NDArray[np.uint8]) -> ImeiBatch:
+    """A batch of 14-digit bodies, 15-digit IMEIs or 16-digit IMEISVs, all of one length."""
     body = digits[:, :BODY_DIGITS]
-    luhn_sum = body[:, _ODD_POSITIONS].sum(axis=1, dtype=np.uint32) + _LUHN_DOUBLED[
-        body[:, _EVEN_POSITIONS]
-    ].sum(axis=1, dtype=np.uint32)
-    expected = (10 - luhn_sum % 10) % 10
-    mismatch = expected != digits[:, BODY_DIGITS]
+    flags = np.zeros(len(digits), dtype=np.uint32)
+    if digits.shape[1] == IMEI_DIGITS:
+        luhn_sum = body[:, _ODD_POSITIONS].sum(axis=1, dtype=np.uint32) + _LUHN_DOUBLED[
+            body[:, _EVEN_POSITIONS]
+        ].sum(axis=1, dtype=np.uint32)
+        expected = (10 - luhn_sum % 10) % 10
+        flags[expected != digits[:, BODY_DIGITS]] = facts.CHECK_DIGIT_MISMATCH
     return ImeiBatch(
         tacs=body[:, :TAC_DIGITS] @ _TAC_WEIGHTS,
         serials=body[:, TAC_DIGITS:] @ _SERIAL_WEIGHTS,
-        flags=mismatch.astype(np.uint32) * np.uint32(facts.CHECK_DIGIT_MISMATCH),
+        flags=flags,
     )
 
 

@@ -12,9 +12,10 @@ import gzip
 import hashlib
 import io
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any
 
@@ -39,9 +40,18 @@ class Header:
     """Column name (lower-case, stripped) → position in a row."""
 
     positions: dict[str, int]
+    width: int
 
     def missing(self, required: tuple[str, ...]) -> list[str]:
         return [name for name in required if name not in self.positions]
+
+    def picker(self, names: tuple[str, ...]) -> Callable[[list[str]], tuple[str, ...]]:
+        """A function taking the named fields out of a row, in the order named."""
+        positions = [self.positions[name] for name in names]
+        if len(positions) == 1:
+            (only,) = positions
+            return lambda row: (row[only],)
+        return itemgetter(*positions)
 
 
 def sha256_of(path: Path) -> str:
@@ -105,14 +115,14 @@ def open_rows(
             raise SourceError(f"{path}: cannot read: {error}") from error
         if first is None:
             raise SourceError(f"{path}: empty file (a header row is required)")
-        header = Header({name.strip().lower(): i for i, name in enumerate(first)})
+        header = Header({name.strip().lower(): i for i, name in enumerate(first)}, len(first))
         yield header, _rows(path, reader)
 
 
 def _rows(path: Path, reader: Any) -> Iterator[tuple[int, list[str]]]:
     try:
         for row in reader:
-            if row and any(field.strip() for field in row):
+            if len(row) > 1 or (row and row[0].strip()):
                 yield reader.line_num, row
     except (UnicodeDecodeError, OSError, EOFError, csv.Error) as error:
         raise SourceError(f"{path}:{reader.line_num + 1}: cannot read: {error}") from error
