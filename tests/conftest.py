@@ -6,9 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import ServerProcess, SmallRegistry, list_files, start_server
+
 from imeireg.server.importers import import_file
 from imeireg.server.store import Store
-from support import ServerProcess, SmallRegistry, list_files, start_server
 
 
 def build_small_registry(directory: Path) -> SmallRegistry:
@@ -42,3 +43,9 @@ def server(small_registry: SmallRegistry) -> Iterator[ServerProcess]:
     running = start_server(small_registry.db)
     yield running
     running.stop()
+
+
+@pytest.fixture
+def target(shared_server: ServerProcess) -> str:
+    """The address of the shared server on the small registry."""
+    return shared_server.target
