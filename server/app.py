@@ -18,6 +18,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
 from imeireg.server.index import RegistryIndex
 from imeireg.server.legality import LegalityChecker
 from imeireg.server.policy import Policy

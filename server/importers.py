@@ -23,6 +23,8 @@ from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
+from pyroaring import BitMap
+
 from imeireg.imei import TAC_DIGITS, is_digits, luhn_check_digit
 from imeireg.server import facts
 from imeireg.server.normalise import normalise_batch
@@ -36,7 +38,6 @@ from imeireg.server.store import (
     TacSet,
     pair_key,
 )
-from pyroaring import BitMap
 
 SAFETY_RATIO = 0.75
 MAX_ERRORS_SHOWN = 20

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 import lmdb
 import numpy as np
 import numpy.typing as npt
+from pyroaring import FrozenBitMap
+
 from imeireg.server import facts
 from imeireg.server.normalise import ImeiBatch
 from imeireg.server.store import ImportRecord, ListName, SerialSet, Snapshot, Store, TacSet
-from pyroaring import FrozenBitMap
 
 U32 = npt.NDArray[np.uint32]
 log = logging.getLogger("imeireg.server")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
 from imeireg.server.index import RegistryIndex
 from imeireg.server.normalise import normalise_batch
 from imeireg.server.policy import Policy

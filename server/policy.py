@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
 from imeireg.server.facts import FACT_BITS, FACT_SPACE
 from imeireg.v1 import legality_pb2 as pb
 

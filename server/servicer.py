@@ -12,6 +12,7 @@ import grpc
 from google.protobuf import any_pb2, timestamp_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
 from imeireg.imei import TAC_DIGITS, is_digits
 from imeireg.server.legality import LegalityChecker
 from imeireg.server.store import SCHEMA_VERSION, ImportRecord, ListName, Snapshot

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from imeireg.imei import with_check_digit
 from imeireg.server.store import ListName
 

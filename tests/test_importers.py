@@ -9,10 +9,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from imeireg.client.exit_codes import ExitCode
-from imeireg.server.importers import ImportRefused, ImportRejected, import_file
-from imeireg.server.sources import SourceError
-from imeireg.server.store import ListName, SerialSet, Store, TacSet
 from support import (
     GSMA_HEADER,
     PHONE_TAC,
@@ -24,6 +20,11 @@ from support import (
     registration_row,
     write,
 )
+
+from imeireg.client.exit_codes import ExitCode
+from imeireg.server.importers import ImportRefused, ImportRejected, import_file
+from imeireg.server.sources import SourceError
+from imeireg.server.store import ListName, SerialSet, Store, TacSet
 
 
 @pytest.fixture

@@ -15,11 +15,6 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
-from imeireg.client.exit_codes import ExitCode
-from imeireg.server.importers import import_file
-from imeireg.server.store import ListName, Store
-from imeireg.v1 import legality_pb2 as pb
-from imeireg.v1 import legality_pb2_grpc as pb_grpc
 from support import (
     PHONE_TAC,
     ServerProcess,
@@ -29,6 +24,12 @@ from support import (
     start_server,
     write,
 )
+
+from imeireg.client.exit_codes import ExitCode
+from imeireg.server.importers import import_file
+from imeireg.server.store import ListName, Store
+from imeireg.v1 import legality_pb2 as pb
+from imeireg.v1 import legality_pb2_grpc as pb_grpc
 
 WHITELISTED = pb.EQUIPMENT_STATUS_WHITELISTED
 GREYLISTED = pb.EQUIPMENT_STATUS_GREYLISTED
