@@ -37,7 +37,8 @@ test: $(VENV)/.links
 lint: $(VENV)/.links
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy -p imeireg tests
+	$(BIN)/mypy -p imeireg
+	$(BIN)/mypy tests
 	cd proto && ../$(BIN)/buf lint
 
 proto: $(VENV)/.deps

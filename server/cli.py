@@ -15,6 +15,7 @@ from pathlib import Path
 from imeireg.client import cli as client_cli
 from imeireg.client.exit_codes import ExitCode
 from imeireg.server import app
+from imeireg.server.demo import build_demo
 from imeireg.server.importers import ImportRefused, ImportRejected, import_file
 from imeireg.server.policy import Policy, PolicyError
 from imeireg.server.sources import SourceError
@@ -105,9 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--db", type=Path, default=Path(DEFAULT_DB), help=db_help)
     demo.add_argument(
         "--registered",
-        type=_positive,
+        type=int,
         default=1_000_000,
-        help="registered IMEIs (default: 1000000)",
+        help="complete registrations, 1000 to 5000000 (default: 1000000)",
     )
     demo.set_defaults(func=_demo)
 
@@ -160,11 +161,12 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from imeireg.server.demo import build_demo
-
-    summary = build_demo(args.db, registered=args.registered)
+    try:
+        summary = build_demo(args.db, registered=args.registered)
+    except (ValueError, FileExistsError) as error:
+        return _fail(str(error), ExitCode.USAGE)
     log.info("demo registry built in %s", args.db)
-    print(summary)
+    print(summary.table())
     return ExitCode.OK
 
 

@@ -122,7 +122,7 @@ def _compile(rules: tuple[Rule, ...], default: int) -> npt.NDArray[np.uint8]:
 
 
 def _status(value: Any, where: str) -> int:
-    if value not in STATUSES:
+    if not isinstance(value, str) or value not in STATUSES:
         raise PolicyError(f"{where}: status {value!r} is not one of {', '.join(STATUSES)}")
     return STATUSES[value]
 
@@ -138,18 +138,18 @@ def _rule(raw: Any, where: str) -> Rule:
     if not any(condition in raw for condition in _CONDITIONS):
         raise PolicyError(f"{where}: states none of any / all / none")
     masks = {
-        condition: _facts(raw.get(condition, []), f"{where}: {condition}")
+        condition: _facts(raw[condition], f"{where}: {condition}") if condition in raw else 0
         for condition in _CONDITIONS
     }
     return Rule(_status(raw["status"], where), masks["any"], masks["all"], masks["none"])
 
 
 def _facts(names: Any, where: str) -> int:
-    if not isinstance(names, list) or (not names and where.endswith("any")):
+    if not isinstance(names, list) or not names:
         raise PolicyError(f"{where}: must be a non-empty list of fact names")
     bits = 0
     for fact in names:
-        if fact not in FACT_BITS:
+        if not isinstance(fact, str) or fact not in FACT_BITS:
             raise PolicyError(f"{where}: unknown fact {fact!r}; facts are {', '.join(FACT_BITS)}")
         bits |= FACT_BITS[fact]
     return bits
