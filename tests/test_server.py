@@ -14,6 +14,7 @@ import lmdb
 import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 from support import (
     PHONE_TAC,
@@ -287,6 +288,8 @@ def test_an_import_committed_while_serving_is_answered_from_on_the_next_request(
     assert list(after.statuses) == [BLACKLISTED, WHITELISTED]
     assert reason_names(after.reasons[0]) == {"REGISTERED", "STOLEN"}
     assert after.snapshot.generation == before.snapshot.generation + 1
+    server.stop()
+    assert "now answering from generation 8 (was 7)" in server.log()
 
 
 def test_health_is_serving_then_not_serving_while_draining(server: ServerProcess) -> None:
@@ -423,3 +426,26 @@ def test_a_store_of_another_schema_stops_the_start(small_registry: SmallRegistry
     assert result.stderr == (
         f"imeireg: {small_registry.db} has store schema 99; this imeireg reads schema 1\n"
     )
+
+
+def test_reflection_lists_the_services(shared_server: ServerProcess) -> None:
+    with grpc.insecure_channel(shared_server.target) as channel:
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        (answer,) = reflection.ServerReflectionInfo(iter([request]), timeout=10)
+    names = {service.name for service in answer.list_services_response.service}
+    assert {"imeireg.v1.LegalityService", "grpc.health.v1.Health"} <= names
+
+
+def test_a_message_over_the_size_limit_is_refused(stub: pb_grpc.LegalityServiceStub) -> None:
+    with pytest.raises(grpc.RpcError) as failure:
+        check(stub, ["x" * 200] * 10_000)
+    assert failure.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_a_deadline_too_short_to_meet_fails_with_deadline_exceeded(
+    stub: pb_grpc.LegalityServiceStub,
+) -> None:
+    with pytest.raises(grpc.RpcError) as failure:
+        stub.CheckImeis(pb.CheckImeisRequest(imeis=[R.registered] * 10_000), timeout=1e-4)
+    assert failure.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
