@@ -22,14 +22,12 @@ from grpc_reflection.v1alpha import reflection
 from imeireg.server.index import RegistryIndex
 from imeireg.server.legality import LegalityChecker
 from imeireg.server.policy import Policy
-from imeireg.server.servicer import MAX_IMEIS, LegalityServicer
+from imeireg.server.servicer import MAX_IMEIS, SERVICE, LegalityServicer, handler
 from imeireg.server.store import Store
-from imeireg.v1 import legality_pb2 as pb
-from imeireg.v1 import legality_pb2_grpc as pb_grpc
 
 log = logging.getLogger("imeireg.server")
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LegalityService"].full_name
+SERVICE_NAME = SERVICE.full_name
 # The largest valid request: 10,000 "imeisv-" PEIs (23 bytes) and IMSIs (15 bytes),
 # each with 2 bytes of field framing, is under 0.4 MiB; 1 MiB leaves room and no more.
 MAX_MESSAGE_BYTES = 1 << 20
@@ -93,9 +91,7 @@ async def _serve(options: ServeOptions) -> int:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     # The store is opened here, after any fork: LMDB handles must not cross one.
     index = RegistryIndex(Store.open(options.db))
-    pb_grpc.add_LegalityServiceServicer_to_server(
-        LegalityServicer(LegalityChecker(index, policy)), server
-    )
+    server.add_generic_rpc_handlers((handler(LegalityServicer(LegalityChecker(index, policy))),))
     port = server.add_insecure_port(f"{options.host}:{options.port}")
     await server.start()
     for name in ("", SERVICE_NAME):

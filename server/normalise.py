@@ -43,8 +43,14 @@ class ImeiBatch:
         return valid
 
 
-def normalise_batch(imeis: Sequence[str]) -> ImeiBatch:
-    """Split every IMEI of a batch into TAC and serial; flag malformed ones and bad check digits."""
+def normalise_batch(imeis: Sequence[str] | npt.NDArray[np.uint8]) -> ImeiBatch:
+    """Split every IMEI of a batch into TAC and serial; flag malformed ones and bad check digits.
+
+    `imeis` may also be a matrix of digit values, one row per IMEI of 14, 15 or 16
+    digits, as the wire codec reads a request of IMEIs all spelt alike.
+    """
+    if isinstance(imeis, np.ndarray):
+        return _from_digit_rows(imeis)
     count = len(imeis)
     if count:
         # Joined with a terminator after each IMEI, a batch of equal-length digit strings

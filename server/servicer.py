@@ -1,12 +1,15 @@
-"""The gRPC servicer: request validation and protobuf glue around `LegalityChecker`.
+"""The gRPC servicer: request validation and wire glue around `LegalityChecker`.
 
 Per-IMEI problems are answers (REASON_INVALID_FORMAT); only a request that breaks
 the API's limits fails, with INVALID_ARGUMENT and google.rpc.BadRequest details.
+The two check RPCs go through the columnar wire codec (wire.py), the others
+through the generated protobuf classes; `handler()` registers both kinds.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 import grpc
 from google.protobuf import any_pb2, timestamp_pb2
@@ -16,8 +19,15 @@ from grpc_status import rpc_status
 from imeireg.imei import TAC_DIGITS, is_digits
 from imeireg.server.legality import LegalityChecker
 from imeireg.server.store import SCHEMA_VERSION, ImportRecord, ListName, Snapshot
+from imeireg.server.wire import (
+    CheckRequest,
+    encode_response,
+    unwrap_stream_request,
+    wrap_stream_response,
+)
 from imeireg.v1 import legality_pb2 as pb
-from imeireg.v1 import legality_pb2_grpc as pb_grpc
+
+SERVICE = pb.DESCRIPTOR.services_by_name["LegalityService"]
 
 MAX_IMEIS = 10_000
 MAX_TACS = 1_000
@@ -50,8 +60,7 @@ class InvalidRequest(Exception):
         )
 
 
-def validate_check(imeis: Sequence[str], imsis: Sequence[str], prefix: str = "") -> None:
-    count = len(imeis)
+def validate_check(count: int, imsis: Sequence[str], prefix: str = "") -> None:
     if not 1 <= count <= MAX_IMEIS:
         raise InvalidRequest([(f"{prefix}imeis", f"{count} IMEIs given; 1 to {MAX_IMEIS} allowed")])
     if not imsis:
@@ -84,13 +93,14 @@ def _timestamp(unix: float) -> timestamp_pb2.Timestamp:
     return stamp
 
 
-class LegalityServicer(pb_grpc.LegalityServiceServicer):
+class LegalityServicer:
     """imeireg.v1.LegalityService over one `LegalityChecker`."""
 
     def __init__(self, checker: LegalityChecker) -> None:
         self.checker = checker
         self._snapshot = Snapshot(-1, 0.0)
         self._snapshot_pb = pb.Snapshot()
+        self._snapshot_bytes = b""
 
     def _snapshot_message(self, snapshot: Snapshot) -> pb.Snapshot:
         if snapshot != self._snapshot:
@@ -98,20 +108,17 @@ class LegalityServicer(pb_grpc.LegalityServiceServicer):
             self._snapshot_pb = pb.Snapshot(
                 generation=snapshot.generation, commit_time=_timestamp(snapshot.committed_at)
             )
+            self._snapshot_bytes = self._snapshot_pb.SerializeToString()
         return self._snapshot_pb
 
-    def _check(self, request: pb.CheckImeisRequest, prefix: str = "") -> pb.CheckImeisResponse:
-        validate_check(request.imeis, request.imsis, prefix)
+    def _check(self, request: CheckRequest, prefix: str = "") -> bytes:
+        """A serialized CheckImeisResponse."""
+        validate_check(request.count, request.imsis, prefix)
         verdict = self.checker.check(request.imeis, request.imsis)
-        return pb.CheckImeisResponse(
-            statuses=verdict.statuses.tolist(),
-            reasons=verdict.reasons.tolist(),
-            snapshot=self._snapshot_message(verdict.snapshot),
-        )
+        self._snapshot_message(verdict.snapshot)
+        return encode_response(verdict.statuses, verdict.reasons, self._snapshot_bytes)
 
-    async def CheckImeis(
-        self, request: pb.CheckImeisRequest, context: grpc.aio.ServicerContext
-    ) -> pb.CheckImeisResponse:
+    async def CheckImeis(self, request: CheckRequest, context: grpc.aio.ServicerContext) -> bytes:
         try:
             return self._check(request)
         except InvalidRequest as invalid:
@@ -119,17 +126,15 @@ class LegalityServicer(pb_grpc.LegalityServiceServicer):
             raise  # abort_with_status always raises
 
     async def StreamCheckImeis(
-        self,
-        request_iterator: AsyncIterator[pb.StreamCheckImeisRequest],
-        context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[pb.StreamCheckImeisResponse]:
+        self, request_iterator: AsyncIterator[CheckRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
         async for request in request_iterator:
             try:
-                answer = self._check(request.check, prefix="check.")
+                answer = self._check(request, prefix="check.")
             except InvalidRequest as invalid:
                 await context.abort_with_status(invalid.status())
                 raise
-            yield pb.StreamCheckImeisResponse(check=answer)
+            yield wrap_stream_response(answer)
 
     async def LookupTacs(
         self, request: pb.LookupTacsRequest, context: grpc.aio.ServicerContext
@@ -183,4 +188,34 @@ def _import_record(record: ImportRecord) -> pb.ImportRecord:
         rows=record.rows,
         generation=record.generation,
         commit_time=_timestamp(record.committed_at),
+    )
+
+
+def handler(servicer: LegalityServicer) -> grpc.GenericRpcHandler:
+    """The service's method handlers, with the wire codec for the two check RPCs."""
+    methods: dict[str, Any] = {
+        "CheckImeis": grpc.unary_unary_rpc_method_handler(
+            servicer.CheckImeis, request_deserializer=CheckRequest.parse, response_serializer=_raw
+        ),
+        "StreamCheckImeis": grpc.stream_stream_rpc_method_handler(
+            servicer.StreamCheckImeis,
+            request_deserializer=unwrap_stream_request,
+            response_serializer=_raw,
+        ),
+        "LookupTacs": _unary(servicer.LookupTacs, pb.LookupTacsRequest),
+        "GetRegistryInfo": _unary(servicer.GetRegistryInfo, pb.GetRegistryInfoRequest),
+    }
+    assert set(methods) == set(SERVICE.methods_by_name), "every RPC of the proto is served"
+    return grpc.method_handlers_generic_handler(SERVICE.full_name, methods)
+
+
+def _raw(data: bytes) -> bytes:
+    return data
+
+
+def _unary(behaviour: Callable[..., Any], request_type: Any) -> Any:
+    return grpc.unary_unary_rpc_method_handler(
+        behaviour,
+        request_deserializer=request_type.FromString,
+        response_serializer=lambda message: message.SerializeToString(),
     )

@@ -9,6 +9,7 @@ Layout (named databases):
   pairs       14-digit IMEI body + ":" + IMSI → MSISDN
   <set>       per serial set (registered, provisional, stolen, barred, golden, paired):
               TAC as 4 big-endian bytes → serialized 32-bit roaring bitmap of 6-digit serials
+  segments    TAC → its fact-table segment (see segments.py), derived from its serial sets
 
 LMDB gives one writer and many reader processes over MVCC snapshots: an import is
 one write transaction, readers keep their snapshot until it commits, and a
@@ -20,7 +21,7 @@ from __future__ import annotations
 import json
 import struct
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from enum import StrEnum
@@ -28,7 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import lmdb
+import numpy as np
 from pyroaring import AbstractBitMap, BitMap, FrozenBitMap
+
+from imeireg.server import facts
+from imeireg.server.segments import HAS_PAIRING, SERIAL_BITS, UNLISTED, segments_of
 
 SCHEMA_VERSION = 1
 # Virtual address space only: LMDB grows the file as data is written.
@@ -76,7 +81,17 @@ class TacSet(StrEnum):
 
     ALLOCATED = "allocated"
     BARRED = "barred"
-    LISTED = "listed"  # TACs with an entry in any serial set
+
+
+#: The fact bit of each serial set, for the fact table's segments.
+SET_FACTS = {
+    SerialSet.REGISTERED: facts.REGISTERED,
+    SerialSet.PROVISIONAL: facts.REGISTRATION_PROVISIONAL,
+    SerialSet.STOLEN: facts.STOLEN,
+    SerialSet.BARRED: facts.BARRED,
+    SerialSet.GOLDEN: facts.GOLDEN,
+    SerialSet.PAIRED: HAS_PAIRING,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +151,7 @@ class Store:
         self.tac_sets = env.open_db(b"tac_sets", create=False)
         self.gsma = env.open_db(b"gsma", create=False)
         self.pairs = env.open_db(b"pairs", create=False)
+        self.segments = env.open_db(b"segments", create=False)
         self.serial_sets = {s: env.open_db(s.value.encode(), create=False) for s in SerialSet}
 
     @classmethod
@@ -179,7 +195,15 @@ class Store:
             env = lmdb.open(str(path), map_size=MAP_SIZE, max_dbs=_MAX_DBS)
             with env.begin(write=True) as txn:
                 meta = env.open_db(b"meta", txn=txn)
-                for name in ("imports", "changes", "tac_sets", "gsma", "pairs", *SerialSet):
+                for name in (
+                    "imports",
+                    "changes",
+                    "tac_sets",
+                    "gsma",
+                    "pairs",
+                    "segments",
+                    *SerialSet,
+                ):
                     env.open_db(str(name).encode(), txn=txn)
                 txn.put(_SCHEMA_KEY, str(SCHEMA_VERSION).encode(), db=meta)
                 txn.put(_SNAPSHOT_KEY, _SNAPSHOT.pack(0, 0.0), db=meta)
@@ -243,6 +267,17 @@ class Store:
         raw = _get(txn, tac_key(tac), db=self.serial_sets[which])
         return None if raw is None else FrozenBitMap.deserialize(raw)
 
+    def segments_by_tac(
+        self, txn: lmdb.Transaction, tacs: Iterable[int] | None = None
+    ) -> dict[int, bytes]:
+        """Stored fact-table segments: of every listed TAC, or of those of `tacs` listed."""
+        if tacs is None:
+            cursor = txn.cursor(db=self.segments)
+            return {tac_from_key(key): bytes(value) for key, value in cursor.iternext()}
+        return {
+            tac: raw for tac in tacs if (raw := _get(txn, tac_key(tac), self.segments)) is not None
+        }
+
     def gsma_record(self, txn: lmdb.Transaction, tac: str) -> dict[str, str] | None:
         raw = _get(txn, tac.encode("ascii"), db=self.gsma)
         return None if raw is None else dict(json.loads(raw))
@@ -268,16 +303,7 @@ class StoreWriter:
             if bitmap:
                 self.txn.put(tac_key(tac), serialize(bitmap), db=db, append=True)
                 touched.add(tac)
-        self._update_listed()
         return touched
-
-    def _update_listed(self) -> None:
-        listed = BitMap()
-        for db in self.store.serial_sets.values():
-            listed.update(
-                tac_from_key(key) for key in self.txn.cursor(db=db).iternext(values=False)
-            )
-        self.replace_tac_set(TacSet.LISTED, listed)
 
     def replace_tac_set(self, which: TacSet, tacs: AbstractBitMap) -> None:
         self.txn.put(which.value.encode(), serialize(tacs), db=self.store.tac_sets)
@@ -312,4 +338,29 @@ class StoreWriter:
         key = _GENERATION.pack(generation)
         self.txn.put(key, json.dumps(asdict(record)).encode(), db=self.store.imports)
         self.txn.put(key, serialize(touched), db=self.store.changes)
+        self._rebuild_segments(touched)
         return record
+
+    def _rebuild_segments(self, tacs: BitMap) -> None:
+        """Recompute the stored fact-table segment of every TAC whose serial sets changed."""
+        if not tacs:
+            return
+        tac_keys = [tac_key(tac) for tac in tacs]
+        members = {}
+        for which, bit in SET_FACTS.items():
+            db = self.store.serial_sets[which]
+            keys = [
+                np.frombuffer(FrozenBitMap.deserialize(raw).to_array(), dtype=np.uint32).astype(
+                    np.uint64
+                )
+                | np.uint64(tac << SERIAL_BITS)
+                for tac, key in zip(tacs, tac_keys, strict=True)
+                if (raw := _get(self.txn, key, db)) is not None
+            ]
+            members[bit] = np.concatenate(keys) if keys else np.empty(0, np.uint64)
+        segments = segments_of(members, np.fromiter(tacs, dtype=np.uint64, count=len(tacs)))
+        for key, segment in zip(tac_keys, segments.values(), strict=True):
+            if segment == UNLISTED:
+                self.txn.delete(key, db=self.store.segments)
+            else:
+                self.txn.put(key, segment, db=self.store.segments)
