@@ -20,8 +20,8 @@ import numpy.typing as npt
 from pyroaring import FrozenBitMap
 
 from imeireg.server import facts
-from imeireg.server.normalise import ImeiBatch
-from imeireg.server.segments import HAS_PAIRING, SERIAL_BITS, FactTable
+from imeireg.server.normalise import SERIAL_BITS, ImeiBatch
+from imeireg.server.segments import HAS_PAIRING, FactTable
 from imeireg.server.store import ImportRecord, ListName, Snapshot, Store, TacSet
 
 U32 = npt.NDArray[np.uint32]
@@ -92,7 +92,7 @@ class RegistryIndex:
     def facts(self, batch: ImeiBatch, imsis: Sequence[str], home_mccs: frozenset[str]) -> U32:
         """The fact bits of every IMEI of a batch; `imsis` is empty or aligned with it."""
         valid = batch.valid
-        found = self._table.lookup(batch.tacs, batch.serials).astype(np.uint32)
+        found = self._table.lookup(batch.keys).astype(np.uint32)
         if imsis:
             self._add_subscriber_facts(found, batch, imsis, home_mccs)
         found &= np.uint32(~HAS_PAIRING & 0xFFFF)
@@ -118,8 +118,9 @@ class RegistryIndex:
         self, found: U32, batch: ImeiBatch, imsis: Sequence[str], home_mccs: frozenset[str]
     ) -> None:
         txn = self._pinned
+        tacs, serials = batch.tacs, batch.serials
         for row in np.flatnonzero(found & np.uint32(HAS_PAIRING)).tolist():
-            body = f"{batch.tacs[row]:08d}{batch.serials[row]:06d}"
+            body = f"{tacs[row]:08d}{serials[row]:06d}"
             if imsis[row] and self.store.is_paired(txn, body, imsis[row]):
                 found[row] |= facts.PAIRED
         roaming = [bool(imsi) and imsi[:3] not in home_mccs for imsi in imsis]

@@ -17,25 +17,39 @@ from imeireg.imei import BODY_DIGITS, IMEI_DIGITS, IMEISV_DIGITS, TAC_DIGITS, pa
 from imeireg.server import facts
 
 U32 = npt.NDArray[np.uint32]
+U64 = npt.NDArray[np.uint64]
 
-_SERIAL_WEIGHTS = 10 ** np.arange(BODY_DIGITS - TAC_DIGITS - 1, -1, -1, dtype=np.uint32)
-_TAC_WEIGHTS = 10 ** np.arange(TAC_DIGITS - 1, -1, -1, dtype=np.uint32)
-# Luhn: digits in even positions (2nd, 4th, ... 14th, 1-based) are doubled, and
-# the digits of the product summed: 2d → 2d - 9 when 2d > 9.
-_LUHN_DOUBLED = np.array([0, 2, 4, 6, 8, 1, 3, 5, 7, 9], dtype=np.uint8)
-_EVEN_POSITIONS = np.arange(1, BODY_DIGITS, 2)
+#: An IMEI's key is ``tac << SERIAL_BITS | serial``: serials are < 10**6 < 2**20.
+SERIAL_BITS = 20
+
+# Weights of each digit position (rows) in the key, the Luhn sum (every second digit
+# doubled, from the 2nd) and the check digit (columns).
+_KEY, _LUHN, _CHECK = range(3)
+_COLUMNS = np.zeros((IMEISV_DIGITS, 3), dtype=np.float64)
+_COLUMNS[:TAC_DIGITS, _KEY] = 10.0 ** np.arange(TAC_DIGITS - 1, -1, -1) * (1 << SERIAL_BITS)
+_COLUMNS[TAC_DIGITS:BODY_DIGITS, _KEY] = 10.0 ** np.arange(BODY_DIGITS - TAC_DIGITS - 1, -1, -1)
+_COLUMNS[:BODY_DIGITS, _LUHN] = np.resize([1.0, 2.0], BODY_DIGITS)
+_COLUMNS[BODY_DIGITS, _CHECK] = 1.0
+_DOUBLED = np.zeros(IMEI_DIGITS, dtype=np.float64)
+_DOUBLED[1:BODY_DIGITS:2] = 1.0
 _UNIFORM_LENGTHS = (BODY_DIGITS, IMEI_DIGITS, IMEISV_DIGITS)
 _TERMINATOR = ";"
-_ODD_POSITIONS = np.arange(0, BODY_DIGITS, 2)
 
 
 @dataclass(frozen=True, slots=True)
 class ImeiBatch:
-    """Aligned columns for one batch; tac and serial are 0 where the IMEI is invalid."""
+    """Aligned columns for one batch; the key is 0 where the IMEI is invalid."""
 
-    tacs: U32
-    serials: U32
+    keys: U64  # tac << SERIAL_BITS | serial
     flags: U32  # INVALID_FORMAT and CHECK_DIGIT_MISMATCH bits
+
+    @property
+    def tacs(self) -> U32:
+        return (self.keys >> np.uint64(SERIAL_BITS)).astype(np.uint32)
+
+    @property
+    def serials(self) -> U32:
+        return (self.keys & np.uint64((1 << SERIAL_BITS) - 1)).astype(np.uint32)
 
     @property
     def valid(self) -> npt.NDArray[np.bool_]:
@@ -67,33 +81,28 @@ def normalise_batch(imeis: Sequence[str] | npt.NDArray[np.uint8]) -> ImeiBatch:
 
 def _from_digit_rows(digits: npt.NDArray[np.uint8]) -> ImeiBatch:
     """A batch of 14-digit bodies, 15-digit IMEIs or 16-digit IMEISVs, all of one length."""
-    body = digits[:, :BODY_DIGITS]
+    # One small float matrix product (exact: every value is far below 2**53) gives the
+    # key, the Luhn sum and the check digit of every row at once.
+    columns = digits.astype(np.float64) @ _COLUMNS[: digits.shape[1]]
     flags = np.zeros(len(digits), dtype=np.uint32)
     if digits.shape[1] == IMEI_DIGITS:
-        luhn_sum = body[:, _ODD_POSITIONS].sum(axis=1, dtype=np.uint32) + _LUHN_DOUBLED[
-            body[:, _EVEN_POSITIONS]
-        ].sum(axis=1, dtype=np.uint32)
-        expected = (10 - luhn_sum % 10) % 10
-        flags[expected != digits[:, BODY_DIGITS]] = facts.CHECK_DIGIT_MISMATCH
-    return ImeiBatch(
-        tacs=body[:, :TAC_DIGITS] @ _TAC_WEIGHTS,
-        serials=body[:, TAC_DIGITS:] @ _SERIAL_WEIGHTS,
-        flags=flags,
-    )
+        # Doubling a digit of 5 or more carries: 2d becomes 2d - 9 in the Luhn sum.
+        luhn = columns[:, _LUHN] - 9 * ((digits >= 5).astype(np.float64) @ _DOUBLED)
+        expected = (10 - luhn % 10) % 10
+        flags[expected != columns[:, _CHECK]] = facts.CHECK_DIGIT_MISMATCH
+    return ImeiBatch(columns[:, _KEY].astype(np.uint64), flags)
 
 
 def _from_mixed(imeis: Sequence[str]) -> ImeiBatch:
     count = len(imeis)
-    tacs = np.zeros(count, dtype=np.uint32)
-    serials = np.zeros(count, dtype=np.uint32)
+    keys = np.zeros(count, dtype=np.uint64)
     flags = np.zeros(count, dtype=np.uint32)
     for i, text in enumerate(imeis):
         parsed = parse_imei(text)
         if parsed is None:
             flags[i] = facts.INVALID_FORMAT
             continue
-        tacs[i] = int(parsed.tac)
-        serials[i] = int(parsed.serial)
+        keys[i] = int(parsed.tac) << SERIAL_BITS | int(parsed.serial)
         if parsed.check_digit_mismatch:
             flags[i] = facts.CHECK_DIGIT_MISMATCH
-    return ImeiBatch(tacs, serials, flags)
+    return ImeiBatch(keys, flags)

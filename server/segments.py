@@ -1,7 +1,8 @@
 """The fact table: every IMEI-level fact of the registry as sorted intervals of one key space.
 
-A key is ``tac << 20 | serial``. Per TAC, the roaring bitmaps of its serial sets
-(registered, provisional, stolen, barred, golden, paired) are turned into a
+A key is an IMEI's ``tac << 20 | serial`` (see normalise.py). Per TAC, the
+roaring bitmaps of its serial sets (registered, provisional, stolen, barred,
+golden, paired) are turned into a
 *segment*: the serials where the set of facts changes, and the facts from each
 such point on. Factory blocks of sequential serials make a few points each.
 
@@ -21,12 +22,12 @@ import numpy as np
 import numpy.typing as npt
 
 from imeireg.server import facts
+from imeireg.server.normalise import SERIAL_BITS
 
 U16 = npt.NDArray[np.uint16]
 U32 = npt.NDArray[np.uint32]
 U64 = npt.NDArray[np.uint64]
 
-SERIAL_BITS = 20  # serials are < 10**6 < 2**20
 END_OF_TAC = 1 << SERIAL_BITS
 # An IMEI with pairings; whether one pairs with the IMSI given is looked up afterwards.
 HAS_PAIRING = 1 << 15
@@ -115,9 +116,8 @@ class FactTable:
         owners[1:] = np.repeat(tacs, lengths + 1)
         return cls((owners << np.uint64(SERIAL_BITS)) + points, found)
 
-    def lookup(self, tacs: U32, serials: U32) -> U16:
-        """The facts of each (tac, serial) pair."""
-        keys = (tacs.astype(np.uint64) << np.uint64(SERIAL_BITS)) | serials
+    def lookup(self, keys: U64) -> U16:
+        """The facts of each IMEI key (``tac << SERIAL_BITS | serial``)."""
         return self.facts[np.searchsorted(self.keys, keys, side="right") - 1]
 
 

@@ -33,7 +33,8 @@ import numpy as np
 from pyroaring import AbstractBitMap, BitMap, FrozenBitMap
 
 from imeireg.server import facts
-from imeireg.server.segments import HAS_PAIRING, SERIAL_BITS, UNLISTED, segments_of
+from imeireg.server.normalise import SERIAL_BITS
+from imeireg.server.segments import HAS_PAIRING, UNLISTED, segments_of
 
 SCHEMA_VERSION = 1
 # Virtual address space only: LMDB grows the file as data is written.
