@@ -23,12 +23,14 @@ from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyroaring import BitMap
 
 from imeireg.imei import TAC_DIGITS, is_digits, luhn_check_digit
 from imeireg.server import facts
-from imeireg.server.normalise import normalise_batch
-from imeireg.server.sources import Header, open_rows, sha256_of
+from imeireg.server.normalise import SERIAL_BITS, normalise_batch
+from imeireg.server.sources import Header, open_rows, read_columns, read_header, sha256_of
 from imeireg.server.store import (
     ImportRecord,
     ListName,
@@ -42,7 +44,9 @@ from imeireg.server.store import (
 SAFETY_RATIO = 0.75
 MAX_ERRORS_SHOWN = 20
 _CHUNK_ROWS = 1 << 16
-_SERIAL_SPACE = 1_000_000
+# normalise_batch works best on cache-sized slices (measured: 70 ns a row at 1,000
+# rows, 150 ns a row at 500,000).
+_NORMALISE_ROWS = 1 << 13
 _MONTHS = {
     m: i
     for i, m in enumerate(
@@ -94,8 +98,14 @@ class _Builder(Protocol):
     """Turns the rows of one list file into the store's representation of that list."""
 
     columns: tuple[str, ...]
+    #: The columns `read_fast` needs; empty when the list is always read row by row.
+    fast_columns: tuple[str, ...]
 
     def read(self, header: Header, rows: Rows, errors: _Errors) -> None: ...
+
+    def read_fast(self, batches: Iterator[list[pa.Array]]) -> bool:
+        """Read the whole file from column batches; False if any row needs `read`'s report."""
+        ...
 
     @property
     def rows(self) -> int: ...
@@ -115,15 +125,17 @@ def import_file(
 ) -> ImportRecord:
     """Replace `list_name` with the contents of `path` as one new generation."""
     builder, delimiter = _BUILDERS[list_name]()
-    errors = _Errors(path)
-    with open_rows(path, delimiter, show_progress=show_progress) as (header, rows):
-        missing = header.missing(builder.columns)
-        if missing:
-            raise ImportRejected(
-                path, [f"{path}:1: header lacks column(s) {', '.join(missing)}"], total=1
-            )
-        builder.read(header, rows, errors)
-    errors.raise_if_any()
+    header = read_header(path, delimiter)
+    missing = header.missing(builder.columns)
+    if missing:
+        raise ImportRejected(
+            path, [f"{path}:1: header lacks column(s) {', '.join(missing)}"], total=1
+        )
+    if not _read_fast(builder, path, delimiter, header, show_progress=show_progress):
+        errors = _Errors(path)
+        with open_rows(path, delimiter, show_progress=show_progress) as (header, rows):
+            builder.read(header, rows, errors)
+        errors.raise_if_any()
     digest = sha256_of(path)
     with store.write() as writer:
         current = writer.current_rows(list_name)
@@ -144,6 +156,50 @@ def import_file(
         )
 
 
+def _read_fast(
+    builder: _Builder, path: Path, delimiter: str, header: Header, *, show_progress: bool
+) -> bool:
+    """Read a file with pyarrow when the list allows it and every row is valid.
+
+    Valid files, the usual case, are read a block at a time without a Python step
+    per row; any irregularity sends the file to the row reader, which reports
+    each problem with its line number.
+    """
+    if not builder.fast_columns:
+        return False
+    batches = read_columns(
+        path, delimiter, header, builder.fast_columns, show_progress=show_progress
+    )
+    try:
+        return builder.read_fast(batches)
+    except pa.ArrowException:
+        return False
+
+
+def valid_keys(column: pa.Array) -> U64 | None:
+    """The keys of a column of IMEIs all spelt alike and valid; None for any other column."""
+    if column.null_count or not len(column):
+        return None if len(column) else np.empty(0, np.uint64)
+    _, offsets_buffer, data_buffer = column.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[
+        column.offset : column.offset + len(column) + 1
+    ]
+    width = int(offsets[1] - offsets[0])
+    if width not in (14, 15, 16) or (np.diff(offsets) != width).any():
+        return None
+    chars = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
+    digits = chars.reshape(-1, width) - np.uint8(ord("0"))
+    if not (digits <= 9).all():
+        return None
+    keys = np.empty(len(digits), dtype=np.uint64)
+    for start in range(0, len(digits), _NORMALISE_ROWS):
+        batch = normalise_batch(digits[start : start + _NORMALISE_ROWS])
+        if batch.flags.any():
+            return None
+        keys[start : start + _NORMALISE_ROWS] = batch.keys
+    return keys
+
+
 class _ImeiColumn:
     """One IMEI column, validated a chunk at a time.
 
@@ -156,9 +212,9 @@ class _ImeiColumn:
         self._texts: list[str] = []
         self._lines: list[int] = []
         self._tags: list[int] = []
-        self._bodies: list[U64] = []
-        self._body_tags: list[npt.NDArray[np.uint8]] = []
-        self._body_lines: list[npt.NDArray[np.int64]] = []
+        self._keys: list[U64] = []
+        self._key_tags: list[npt.NDArray[np.uint8]] = []
+        self._key_lines: list[npt.NDArray[np.int64]] = []
 
     def add(self, line: int, text: str, tag: int = 0) -> None:
         self._texts.append(text)
@@ -168,14 +224,14 @@ class _ImeiColumn:
             self._flush()
 
     def finish(self) -> tuple[U64, npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
-        """Bodies as tac * 10**6 + serial, their tags and line numbers, for the valid rows."""
+        """IMEI keys (see normalise.py), their tags and line numbers, for the valid rows."""
         self._flush()
-        if not self._bodies:
+        if not self._keys:
             return np.empty(0, np.uint64), np.empty(0, np.uint8), np.empty(0, np.int64)
         return (
-            np.concatenate(self._bodies),
-            np.concatenate(self._body_tags),
-            np.concatenate(self._body_lines),
+            np.concatenate(self._keys),
+            np.concatenate(self._key_tags),
+            np.concatenate(self._key_lines),
         )
 
     def _flush(self) -> None:
@@ -185,10 +241,9 @@ class _ImeiColumn:
         for i in np.flatnonzero(batch.flags).tolist():
             self._errors.add(self._lines[i], self._describe(self._texts[i], int(batch.flags[i])))
         good = batch.flags == 0
-        bodies = batch.tacs[good].astype(np.uint64) * _SERIAL_SPACE + batch.serials[good]
-        self._bodies.append(bodies)
-        self._body_tags.append(np.asarray(self._tags, dtype=np.uint8)[good])
-        self._body_lines.append(np.asarray(self._lines, dtype=np.int64)[good])
+        self._keys.append(batch.keys[good])
+        self._key_tags.append(np.asarray(self._tags, dtype=np.uint8)[good])
+        self._key_lines.append(np.asarray(self._lines, dtype=np.int64)[good])
         self._texts, self._lines, self._tags = [], [], []
 
     def _describe(self, text: str, flags: int) -> str:
@@ -211,13 +266,13 @@ def sorted_unique(values: U64) -> U64:
     return ordered[keep]
 
 
-def bitmaps_by_tac(bodies: U64) -> dict[int, BitMap]:
-    """Group IMEI bodies (tac * 10**6 + serial) into one roaring bitmap of serials per TAC."""
-    if not len(bodies):
+def bitmaps_by_tac(keys: U64) -> dict[int, BitMap]:
+    """Group IMEI keys (tac << 20 | serial) into one roaring bitmap of serials per TAC."""
+    if not len(keys):
         return {}
-    bodies = sorted_unique(bodies)
-    tacs = (bodies // _SERIAL_SPACE).astype(np.uint32)
-    serials = (bodies % _SERIAL_SPACE).astype(np.uint32)
+    keys = sorted_unique(keys)
+    tacs = (keys >> np.uint64(SERIAL_BITS)).astype(np.uint32)
+    serials = (keys & np.uint64((1 << SERIAL_BITS) - 1)).astype(np.uint32)
     starts = np.flatnonzero(np.r_[True, tacs[1:] != tacs[:-1]])
     ends = np.r_[starts[1:], len(tacs)]
     return {
@@ -251,6 +306,8 @@ class _ImeiSetBuilder:
         keep: Callable[[list[str]], tuple[bool, str | None]] | None = None,
     ) -> None:
         self.columns = (imei_column, *extra)
+        # A row filter needs the exact reader.
+        self.fast_columns: tuple[str, ...] = () if keep else (imei_column,)
         self._target = target
         self._extra = extra
         self._keep = keep
@@ -268,9 +325,20 @@ class _ImeiSetBuilder:
             if problem:
                 errors.add(line, problem)
             imeis.add(line, imei.strip(), tag=0 if kept else 1)
-        bodies, tags, _ = imeis.finish()
-        self._rows = len(sorted_unique(bodies))
-        self._members = bodies[tags == 0]
+        keys, tags, _ = imeis.finish()
+        self._rows = len(sorted_unique(keys))
+        self._members = keys[tags == 0]
+
+    def read_fast(self, batches: Iterator[list[pa.Array]]) -> bool:
+        found = []
+        for (imeis,) in batches:
+            keys = valid_keys(imeis)
+            if keys is None:
+                return False
+            found.append(keys)
+        self._members = sorted_unique(np.concatenate(found)) if found else np.empty(0, np.uint64)
+        self._rows = len(self._members)
+        return True
 
     @property
     def rows(self) -> int:
@@ -281,6 +349,7 @@ class _ImeiSetBuilder:
 
 
 _COMPLETE, _PROVISIONAL = 0, 1
+_COMPLETE_STATUSES = pa.array(["", "whitelist"])
 
 
 class _RegistrationBuilder:
@@ -290,6 +359,7 @@ class _RegistrationBuilder:
         "approved_imei", "make", "model", "status", "model_number",
         "brand_name", "device_type", "radio_interface", "device_id",
     )  # fmt: skip
+    fast_columns: tuple[str, ...] = ("approved_imei", "status")
 
     def __init__(self) -> None:
         self._complete = np.empty(0, np.uint64)
@@ -303,10 +373,28 @@ class _RegistrationBuilder:
             imei, status = pick(row)
             complete = not status or status.strip().lower() in ("", "whitelist")
             add(line, imei.strip(), _COMPLETE if complete else _PROVISIONAL)
-        bodies, tags, _ = imeis.finish()
-        self._complete = sorted_unique(bodies[tags == _COMPLETE])
+        keys, tags, _ = imeis.finish()
+        self._sort(keys, tags == _COMPLETE)
+
+    def read_fast(self, batches: Iterator[list[pa.Array]]) -> bool:
+        found, complete = [], []
+        for imeis, status in batches:
+            keys = valid_keys(imeis)
+            if keys is None:
+                return False
+            found.append(keys)
+            normalised = pc.utf8_lower(pc.utf8_trim_whitespace(status))
+            complete.append(
+                pc.is_in(normalised, value_set=_COMPLETE_STATUSES).to_numpy(zero_copy_only=False)
+            )
+        if found:
+            self._sort(np.concatenate(found), np.concatenate(complete))
+        return True
+
+    def _sort(self, keys: U64, complete: npt.NDArray[np.bool_]) -> None:
+        self._complete = sorted_unique(keys[complete])
         # A complete registration supersedes a provisional one for the same IMEI.
-        provisional = sorted_unique(bodies[tags == _PROVISIONAL])
+        provisional = sorted_unique(keys[~complete])
         self._provisional = provisional[
             ~np.isin(provisional, self._complete, assume_unique=True, kind="sort")
         ]
@@ -322,14 +410,23 @@ class _RegistrationBuilder:
         )
 
 
-class _PairingBuilder:
+class _RowsOnly:
+    """A list small enough, or with rows varied enough, to be read row by row only."""
+
+    fast_columns: tuple[str, ...] = ()
+
+    def read_fast(self, batches: Iterator[list[pa.Array]]) -> bool:
+        return False
+
+
+class _PairingBuilder(_RowsOnly):
     """IMEI-IMSI exception pairs: the set of paired IMEIs plus the pairs themselves."""
 
     columns: tuple[str, ...] = ("imei", "imsi", "msisdn")
 
     def __init__(self) -> None:
         self._pairs: dict[bytes, bytes] = {}
-        self._bodies = np.empty(0, np.uint64)
+        self._keys = np.empty(0, np.uint64)
 
     def read(self, header: Header, rows: Rows, errors: _Errors) -> None:
         imeis = _ImeiColumn("imei", errors)
@@ -343,11 +440,13 @@ class _PairingBuilder:
                 errors.add(line, f"msisdn {msisdn!r} is not an MSISDN (up to 15 digits expected)")
             subscribers[line] = (imsi, msisdn)
             imeis.add(line, imei)
-        bodies, _, lines = imeis.finish()
-        for body, line in zip(bodies.tolist(), lines.tolist(), strict=True):
+        keys, _, lines = imeis.finish()
+        mask = (1 << SERIAL_BITS) - 1
+        for key, line in zip(keys.tolist(), lines.tolist(), strict=True):
             imsi, msisdn = subscribers[line]
-            self._pairs[pair_key(f"{body:014d}", imsi)] = msisdn.encode("ascii")
-        self._bodies = bodies
+            body = f"{key >> SERIAL_BITS:08d}{key & mask:06d}"
+            self._pairs[pair_key(body, imsi)] = msisdn.encode("ascii")
+        self._keys = keys
 
     @property
     def rows(self) -> int:
@@ -355,7 +454,7 @@ class _PairingBuilder:
 
     def write(self, writer: StoreWriter) -> BitMap:
         writer.replace_records(writer.store.pairs, self._pairs)
-        return writer.replace_serial_set(SerialSet.PAIRED, bitmaps_by_tac(self._bodies))
+        return writer.replace_serial_set(SerialSet.PAIRED, bitmaps_by_tac(self._keys))
 
 
 def _parse_tac(text: str) -> int | None:
@@ -374,7 +473,7 @@ def iso_date_of_gsma(text: str) -> str | None:
     return f"{parts[2]}-{month:02d}-{day:02d}"
 
 
-class _GsmaBuilder:
+class _GsmaBuilder(_RowsOnly):
     """The GSMA TAC database: the allocated TACs and their model records."""
 
     columns: tuple[str, ...] = (
@@ -431,7 +530,7 @@ class _GsmaBuilder:
         return BitMap()
 
 
-class _BarredTacBuilder:
+class _BarredTacBuilder(_RowsOnly):
     """Whole models (TACs) barred by the regulator."""
 
     columns: tuple[str, ...] = ("tac",)

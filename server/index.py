@@ -81,13 +81,17 @@ class RegistryIndex:
         changed: set[int] = set()
         for generation in range(previous + 1, current + 1):
             tacs = self.store.changed_tacs(txn, generation)
-            if tacs is None or current < previous or not self._segments:
-                self._segments = self.store.segments_by_tac(txn)
-                return
+            if tacs is None:
+                break
             changed.update(tacs)
-        for tac in changed:
-            self._segments.pop(tac, None)
-        self._segments.update(self.store.segments_by_tac(txn, changed))
+        else:
+            if self._segments and current > previous:
+                for tac in changed:
+                    self._segments.pop(tac, None)
+                self._segments.update(self.store.segments_by_tac(txn, changed))
+                return
+        # First load, a generation with no change record, or a store that went back.
+        self._segments = self.store.segments_by_tac(txn)
 
     def facts(self, batch: ImeiBatch, imsis: Sequence[str], home_mccs: frozenset[str]) -> U32:
         """The fact bits of every IMEI of a batch; `imsis` is empty or aligned with it."""

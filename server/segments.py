@@ -49,6 +49,8 @@ def segments_of(members: Mapping[int, U64], tacs: U64) -> dict[int, bytes]:
     and ends (-bit) gives the facts from every point on, since runs of one set never
     overlap. Runs never cross TACs: the last serial, 999,999, is far below 2**20.
     """
+    if not len(tacs):
+        return {}
     event_keys = [tacs << np.uint64(SERIAL_BITS)]  # every segment starts at serial 0
     event_deltas = [np.zeros(len(tacs), dtype=np.int64)]
     for bit, keys in members.items():

@@ -30,7 +30,6 @@ _STATUSES_TAG = bytes([1 << 3 | 2])
 _REASONS_TAG = bytes([2 << 3 | 2])
 _SNAPSHOT_TAG = bytes([3 << 3 | 2])
 _DIGIT_LENGTHS = (14, 15, 16)
-_SMALL_REQUEST_BYTES = SMALL_BATCH * 16
 # Reason bit sets stay below 2**14, so each is one or two varint bytes.
 assert facts.FACT_SPACE <= 1 << 14
 
@@ -46,8 +45,7 @@ class CheckRequest:
 
     @classmethod
     def parse(cls, raw: bytes) -> CheckRequest:
-        # numpy's fixed cost per operation outweighs its gain on a few IMEIs.
-        digits = _uniform_digits(raw) if len(raw) >= _SMALL_REQUEST_BYTES else None
+        digits = _uniform_digits(raw)
         if digits is not None:
             return cls(len(digits), digits, _raw=raw)
         message = pb.CheckImeisRequest.FromString(raw)
@@ -102,10 +100,11 @@ def _read_varint(raw: bytes, position: int) -> tuple[int, int]:
 
 
 def _uniform_digits(raw: bytes) -> U8 | None:
+    """The digit matrix of a request of more than SMALL_BATCH IMEIs all spelt alike."""
     if len(raw) < 2 or raw[0] != _IMEIS_TAG or raw[1] not in _DIGIT_LENGTHS:
         return None
     width = raw[1] + 2
-    if len(raw) % width:
+    if len(raw) % width or len(raw) // width <= SMALL_BATCH:
         return None
     rows = np.frombuffer(raw, dtype=np.uint8).reshape(-1, width)
     digits = rows[:, 2:] - np.uint8(ord("0"))

@@ -22,9 +22,15 @@ from support import (
 )
 
 from imeireg.client.exit_codes import ExitCode
+from imeireg.server import importers
 from imeireg.server.importers import ImportRefused, ImportRejected, import_file
 from imeireg.server.sources import SourceError
 from imeireg.server.store import ListName, SerialSet, Store, TacSet
+
+# Blocks and scattered serials of one TAC, as 15-digit IMEIs.
+FIFTEEN_DIGITS = [
+    imei(PHONE_TAC, serial) for serial in [*range(100, 400), *range(5000, 90000, 997)]
+]
 
 
 @pytest.fixture
@@ -318,3 +324,43 @@ def test_a_store_that_is_not_lmdb_is_a_store_error(tmp_path: Path) -> None:
     assert result.returncode == ExitCode.STORE
     assert result.stderr.startswith(f"imeireg: {db}")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "lines"),
+    [
+        (ListName.REGISTRATION, [REGISTRATION_HEADER, *map(registration_row, FIFTEEN_DIGITS)]),
+        (ListName.BARRED, ["imei", *FIFTEEN_DIGITS]),
+        (ListName.GOLDEN, ["golden_imei", *(text[:14] for text in FIFTEEN_DIGITS)]),
+    ],
+)
+def test_valid_large_lists_are_read_in_columns_without_the_row_reader(
+    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch, name: ListName, lines: list[str]
+) -> None:
+    def no_row_reader(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the row reader was used for a valid file")
+
+    monkeypatch.setattr(importers, "open_rows", no_row_reader)
+    record = import_file(store, name, write(tmp_path / "list.csv", lines))
+    assert record.rows == len(FIFTEEN_DIGITS)
+
+
+def test_the_columnar_and_row_readers_build_the_same_list(tmp_path: Path) -> None:
+    columnar = Store.create(tmp_path / "columnar")
+    by_rows = Store.create(tmp_path / "rows")
+    rows = [
+        registration_row(text, "" if i % 3 else "provisional")
+        for i, text in enumerate(FIFTEEN_DIGITS)
+    ]
+    import_file(
+        columnar, ListName.REGISTRATION, write(tmp_path / "a.csv", [REGISTRATION_HEADER, *rows])
+    )
+    # One IMEI padded with spaces is valid but not columnar: the whole file goes row by row.
+    padded = [*rows[:-1], registration_row(f" {FIFTEEN_DIGITS[-1]} ")]
+    import_file(
+        by_rows, ListName.REGISTRATION, write(tmp_path / "b.csv", [REGISTRATION_HEADER, *padded])
+    )
+    for which in (SerialSet.REGISTERED, SerialSet.PROVISIONAL):
+        assert serials(columnar, which, PHONE_TAC) == serials(by_rows, which, PHONE_TAC)
+    with columnar.read() as a, by_rows.read() as b:
+        assert columnar.segments_by_tac(a) == by_rows.segments_by_tac(b)
