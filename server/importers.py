@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -138,12 +138,7 @@ def import_file(
         errors.raise_if_any()
     digest = sha256_of(path)
     with store.write() as writer:
-        current = writer.current_rows(list_name)
-        if not force and builder.rows < SAFETY_RATIO * current:
-            raise ImportRefused(
-                f"{path}: {builder.rows} rows is fewer than {SAFETY_RATIO:.0%} of the {current} "
-                f"rows of the current {list_name} list; refusing (use --force if this is meant)"
-            )
+        _refuse_if_much_smaller(writer, list_name, builder.rows, path, force=force)
         touched = builder.write(writer)
         writer.set_rows(list_name, builder.rows)
         return writer.commit_generation(
@@ -198,6 +193,44 @@ def valid_keys(column: pa.Array) -> U64 | None:
             return None
         keys[start : start + _NORMALISE_ROWS] = batch.keys
     return keys
+
+
+def import_serial_sets(
+    store: Store,
+    list_name: ListName,
+    sets: Mapping[SerialSet, Iterable[tuple[int, BitMap]]],
+    *,
+    rows: int,
+    source: str,
+    force: bool = False,
+) -> ImportRecord:
+    """A full import fed straight from (TAC, serials) bitmaps instead of a file.
+
+    For registries too large for a CSV file (a generator at 10**9 IMEIs): each
+    set's pairs are written as they are produced, in one transaction, with the
+    safety rule and the log entry of a file import (`source` as its file name,
+    no SHA-256).
+    """
+    with store.write() as writer:
+        _refuse_if_much_smaller(writer, list_name, rows, source, force=force)
+        touched = BitMap()
+        for which, bitmaps in sets.items():
+            touched |= writer.replace_serial_set(which, bitmaps)
+        writer.set_rows(list_name, rows)
+        return writer.commit_generation(
+            list_name, mode="full", file_name=source, sha256="", rows=rows, touched=touched
+        )
+
+
+def _refuse_if_much_smaller(
+    writer: StoreWriter, list_name: ListName, rows: int, source: object, *, force: bool
+) -> None:
+    current = writer.current_rows(list_name)
+    if not force and rows < SAFETY_RATIO * current:
+        raise ImportRefused(
+            f"{source}: {rows} rows is fewer than {SAFETY_RATIO:.0%} of the {current} "
+            f"rows of the current {list_name} list; refusing (use --force if this is meant)"
+        )
 
 
 class _ImeiColumn:
@@ -266,19 +299,17 @@ def sorted_unique(values: U64) -> U64:
     return ordered[keep]
 
 
-def bitmaps_by_tac(keys: U64) -> dict[int, BitMap]:
-    """Group IMEI keys (tac << 20 | serial) into one roaring bitmap of serials per TAC."""
+def bitmaps_by_tac(keys: U64) -> Iterator[tuple[int, BitMap]]:
+    """Group IMEI keys (tac << 20 | serial) into a roaring bitmap of serials per TAC, in order."""
     if not len(keys):
-        return {}
+        return
     keys = sorted_unique(keys)
     tacs = (keys >> np.uint64(SERIAL_BITS)).astype(np.uint32)
     serials = (keys & np.uint64((1 << SERIAL_BITS) - 1)).astype(np.uint32)
     starts = np.flatnonzero(np.r_[True, tacs[1:] != tacs[:-1]])
     ends = np.r_[starts[1:], len(tacs)]
-    return {
-        int(tacs[start]): BitMap(array("I", serials[start:end].tobytes()))
-        for start, end in zip(starts.tolist(), ends.tolist(), strict=True)
-    }
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        yield int(tacs[start]), BitMap(array("I", serials[start:end].tobytes()))
 
 
 def _well_formed(header: Header, rows: Rows, errors: _Errors) -> Rows:

@@ -48,6 +48,8 @@ _SNAPSHOT = struct.Struct(">Qd")
 _GENERATION = struct.Struct(">Q")
 _TAC_KEY = struct.Struct(">I")
 _COUNT = struct.Struct(">Q")
+# Segments are rebuilt this many TACs at a time, so memory stays bounded at any scale.
+_SEGMENT_TACS = 4096
 
 
 class StoreError(Exception):
@@ -294,13 +296,22 @@ class StoreWriter:
         self.store = store
         self.txn = txn
 
-    def replace_serial_set(self, which: SerialSet, bitmaps: Mapping[int, AbstractBitMap]) -> BitMap:
-        """Replace a whole serial set; returns the TACs whose bitmap changed (or may have)."""
+    def replace_serial_set(
+        self, which: SerialSet, bitmaps: Iterable[tuple[int, AbstractBitMap]]
+    ) -> BitMap:
+        """Replace a whole serial set with (TAC, serials) pairs in ascending TAC order.
+
+        Returns the TACs whose bitmap changed (or may have). The pairs may be generated
+        as they are written, so a set need never be in memory whole.
+        """
         db = self.store.serial_sets[which]
         touched = BitMap(tac_from_key(key) for key in self.txn.cursor(db=db).iternext(values=False))
         self.txn.drop(db, delete=False)
-        for tac in sorted(bitmaps):
-            bitmap = bitmaps[tac]
+        previous = -1
+        for tac, bitmap in bitmaps:
+            if tac <= previous:
+                raise ValueError(f"TAC {tac} after {previous}: TACs must come in ascending order")
+            previous = tac
             if bitmap:
                 self.txn.put(tac_key(tac), serialize(bitmap), db=db, append=True)
                 touched.add(tac)
@@ -344,8 +355,11 @@ class StoreWriter:
 
     def _rebuild_segments(self, tacs: BitMap) -> None:
         """Recompute the stored fact-table segment of every TAC whose serial sets changed."""
-        if not tacs:
-            return
+        ordered = tacs.to_array()
+        for start in range(0, len(ordered), _SEGMENT_TACS):
+            self._rebuild_segment_group(ordered[start : start + _SEGMENT_TACS].tolist())
+
+    def _rebuild_segment_group(self, tacs: list[int]) -> None:
         tac_keys = [tac_key(tac) for tac in tacs]
         members = {}
         for which, bit in SET_FACTS.items():

@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from pyroaring import BitMap
 from support import (
     GSMA_HEADER,
     PHONE_TAC,
@@ -364,3 +365,34 @@ def test_the_columnar_and_row_readers_build_the_same_list(tmp_path: Path) -> Non
         assert serials(columnar, which, PHONE_TAC) == serials(by_rows, which, PHONE_TAC)
     with columnar.read() as a, by_rows.read() as b:
         assert columnar.segments_by_tac(a) == by_rows.segments_by_tac(b)
+
+
+def test_serial_sets_fed_directly_import_like_a_file(tmp_path: Path, store: Store) -> None:
+    registered = [(int("01234567"), BitMap([7])), (int(PHONE_TAC), BitMap(range(0, 5000)))]
+    record = importers.import_serial_sets(
+        store,
+        ListName.REGISTRATION,
+        {SerialSet.REGISTERED: iter(registered), SerialSet.PROVISIONAL: iter([])},
+        rows=5001,
+        source="generator seed 1",
+    )
+    assert (record.generation, record.rows, record.file_name, record.sha256) == (
+        1,
+        5001,
+        "generator seed 1",
+        "",
+    )
+    assert serials(store, SerialSet.REGISTERED, "01234567") == [7]
+    assert len(serials(store, SerialSet.REGISTERED, PHONE_TAC)) == 5000
+    with pytest.raises(ValueError, match="TACs must come in ascending order"):
+        importers.import_serial_sets(
+            store,
+            ListName.REGISTRATION,
+            {SerialSet.REGISTERED: reversed(registered)},
+            rows=5001,
+            source="generator seed 1",
+        )
+    with pytest.raises(ImportRefused, match="generator seed 2: 1 rows is fewer than 75%"):
+        importers.import_serial_sets(
+            store, ListName.REGISTRATION, {}, rows=1, source="generator seed 2"
+        )
