@@ -20,11 +20,13 @@ import numpy.typing as npt
 from pyroaring import FrozenBitMap
 
 from imeireg.server import facts
+from imeireg.server.columns import TextColumn
 from imeireg.server.normalise import SERIAL_BITS, ImeiBatch
 from imeireg.server.segments import HAS_PAIRING, FactTable
 from imeireg.server.store import ImportRecord, ListName, Snapshot, Store, TacSet
 
 U32 = npt.NDArray[np.uint32]
+MCC_DIGITS = 3
 log = logging.getLogger("imeireg.server")
 
 
@@ -127,8 +129,10 @@ class RegistryIndex:
             body = f"{tacs[row]:08d}{serials[row]:06d}"
             if imsis[row] and self.store.is_paired(txn, body, imsis[row]):
                 found[row] |= facts.PAIRED
-        roaming = [bool(imsi) and imsi[:3] not in home_mccs for imsi in imsis]
-        found[np.asarray(roaming, dtype=np.bool_)] |= np.uint32(facts.INBOUND_ROAMER)
+        column = TextColumn.of(imsis)
+        home = np.array([int(mcc) for mcc in home_mccs], dtype=np.int64)
+        roaming = (column.lengths > 0) & ~np.isin(column.prefix_number(MCC_DIGITS), home)
+        found[roaming] |= np.uint32(facts.INBOUND_ROAMER)
 
     @property
     def _pinned(self) -> lmdb.Transaction:

@@ -1,8 +1,8 @@
 """Batch IMEI normalisation: a request's IMEI strings → TAC and serial columns plus format facts.
 
-The common case, a batch of IMEIs all spelt alike (14, 15 or 16 digits), is done
-in a few numpy operations over the joined bytes; a batch mixing spellings goes
-through `imei.parse_imei` one IMEI at a time.
+IMEIs spelt as 14, 15 or 16 digits are parsed in a few numpy operations over the
+batch's bytes (columns.py), Luhn check included; the few others of a batch (PEI
+spellings, malformed strings) go through `imei.parse_imei` one at a time.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy.typing as npt
 
 from imeireg.imei import BODY_DIGITS, IMEI_DIGITS, IMEISV_DIGITS, TAC_DIGITS, parse_imei
 from imeireg.server import facts
+from imeireg.server.columns import TextColumn
 
 U32 = npt.NDArray[np.uint32]
 U64 = npt.NDArray[np.uint64]
@@ -32,8 +33,7 @@ _COLUMNS[:BODY_DIGITS, _LUHN] = np.resize([1.0, 2.0], BODY_DIGITS)
 _COLUMNS[BODY_DIGITS, _CHECK] = 1.0
 _DOUBLED = np.zeros(IMEI_DIGITS, dtype=np.float64)
 _DOUBLED[1:BODY_DIGITS:2] = 1.0
-_UNIFORM_LENGTHS = (BODY_DIGITS, IMEI_DIGITS, IMEISV_DIGITS)
-_TERMINATOR = ";"
+_DIGIT_LENGTHS = (BODY_DIGITS, IMEI_DIGITS, IMEISV_DIGITS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,18 +65,21 @@ def normalise_batch(imeis: Sequence[str] | npt.NDArray[np.uint8]) -> ImeiBatch:
     """
     if isinstance(imeis, np.ndarray):
         return _from_digit_rows(imeis)
-    count = len(imeis)
-    if count:
-        # Joined with a terminator after each IMEI, a batch of equal-length digit strings
-        # is a matrix whose last column is all terminators: one check proves every length.
-        joined = _TERMINATOR.join(imeis) + _TERMINATOR
-        width, remainder = divmod(len(joined), count)
-        if not remainder and width - 1 in _UNIFORM_LENGTHS and joined.isascii():
-            chars = np.frombuffer(joined.encode("ascii"), dtype=np.uint8).reshape(count, width)
-            digits = chars[:, :-1] - np.uint8(ord("0"))
-            if bool((chars[:, -1] == ord(_TERMINATOR)).all()) and bool((digits <= 9).all()):
-                return _from_digit_rows(digits)
-    return _from_mixed(imeis)
+    column = TextColumn.of(imeis)
+    keys = np.zeros(len(imeis), dtype=np.uint64)
+    flags = np.full(len(imeis), facts.INVALID_FORMAT, dtype=np.uint32)
+    rest = np.ones(len(imeis), dtype=np.bool_)
+    for length in _DIGIT_LENGTHS:
+        if not (column.lengths == length).any():
+            continue
+        rows, digits = column.digit_rows(length)
+        if len(rows):
+            part = _from_digit_rows(digits)
+            keys[rows], flags[rows], rest[rows] = part.keys, part.flags, False
+    # PEI spellings and malformed strings, a few in a batch: one by one.
+    for row in np.flatnonzero(rest).tolist():
+        keys[row], flags[row] = _parse_one(imeis[row])
+    return ImeiBatch(keys, flags)
 
 
 def _from_digit_rows(digits: npt.NDArray[np.uint8]) -> ImeiBatch:
@@ -94,15 +97,17 @@ def _from_digit_rows(digits: npt.NDArray[np.uint8]) -> ImeiBatch:
 
 
 def _from_mixed(imeis: Sequence[str]) -> ImeiBatch:
-    count = len(imeis)
-    keys = np.zeros(count, dtype=np.uint64)
-    flags = np.zeros(count, dtype=np.uint32)
-    for i, text in enumerate(imeis):
-        parsed = parse_imei(text)
-        if parsed is None:
-            flags[i] = facts.INVALID_FORMAT
-            continue
-        keys[i] = int(parsed.tac) << SERIAL_BITS | int(parsed.serial)
-        if parsed.check_digit_mismatch:
-            flags[i] = facts.CHECK_DIGIT_MISMATCH
+    keys = np.zeros(len(imeis), dtype=np.uint64)
+    flags = np.zeros(len(imeis), dtype=np.uint32)
+    for row, text in enumerate(imeis):
+        keys[row], flags[row] = _parse_one(text)
     return ImeiBatch(keys, flags)
+
+
+def _parse_one(text: str) -> tuple[int, int]:
+    """The key and format flags of one IMEI."""
+    parsed = parse_imei(text)
+    if parsed is None:
+        return 0, facts.INVALID_FORMAT
+    flags = facts.CHECK_DIGIT_MISMATCH if parsed.check_digit_mismatch else 0
+    return int(parsed.tac) << SERIAL_BITS | int(parsed.serial), flags

@@ -12,11 +12,13 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
+import numpy as np
 from google.protobuf import any_pb2, timestamp_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from imeireg.imei import TAC_DIGITS, is_digits
+from imeireg.server.columns import TextColumn
 from imeireg.server.legality import LegalityChecker
 from imeireg.server.store import SCHEMA_VERSION, ImportRecord, ListName, Snapshot
 from imeireg.server.wire import (
@@ -74,13 +76,20 @@ def validate_check(count: int, imsis: Sequence[str], prefix: str = "") -> None:
                 )
             ]
         )
-    bad = [
-        (f"{prefix}imsis[{i}]", f"{imsi!r} is not an IMSI (6 to 15 digits, or empty for none)")
-        for i, imsi in enumerate(imsis)
-        if imsi and not (len(imsi) in _IMSI_LENGTHS and is_digits(imsi))
-    ]
+    column = TextColumn.of(imsis)
+    lengths = column.lengths
+    valid = (lengths == 0) | ((lengths >= _IMSI_LENGTHS.start) & (lengths < _IMSI_LENGTHS.stop))
+    bad = np.flatnonzero(~(valid & column.all_digits)).tolist()
     if bad:
-        raise InvalidRequest(bad)
+        raise InvalidRequest(
+            [
+                (
+                    f"{prefix}imsis[{i}]",
+                    f"{imsis[i]!r} is not an IMSI (6 to 15 digits, or empty for none)",
+                )
+                for i in bad
+            ]
+        )
 
 
 def list_enum(name: str) -> pb.RegistryList.ValueType:

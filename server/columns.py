@@ -1,0 +1,70 @@
+"""A batch of strings as one byte column: every string's bytes, start and length, in numpy.
+
+Lets a batch of IMEIs or IMSIs be checked and read with a few array operations
+even when a few of its strings are malformed or spelt otherwise, so one odd IMEI
+does not send the whole batch down a Python loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+U8 = npt.NDArray[np.uint8]
+I64 = npt.NDArray[np.int64]
+
+_SEPARATOR = "\n"
+_ZERO = ord("0")
+
+
+@dataclass(frozen=True)
+class TextColumn:
+    """The UTF-8 bytes of a batch of strings, and where each string starts and how long it is."""
+
+    chars: U8
+    starts: I64
+    lengths: I64
+    all_digits: npt.NDArray[np.bool_] = field(init=False)  # per string; true when empty
+
+    def __post_init__(self) -> None:
+        # Non-digit bytes counted up to each position: a string is all digits when the
+        # count at its end equals the count at its start.
+        not_digit = np.empty(len(self.chars) + 1, dtype=np.int64)
+        not_digit[0] = 0
+        np.cumsum((self.chars - np.uint8(_ZERO)) > 9, out=not_digit[1:])
+        digits_only = not_digit[self.starts + self.lengths] == not_digit[self.starts]
+        object.__setattr__(self, "all_digits", digits_only)
+
+    @classmethod
+    def of(cls, strings: Sequence[str]) -> TextColumn:
+        chars = np.frombuffer(_SEPARATOR.join(strings).encode("utf-8"), dtype=np.uint8)
+        ends = np.flatnonzero(chars == ord(_SEPARATOR))
+        if len(ends) == len(strings) - 1:
+            ends = np.append(ends, len(chars))
+            starts = np.empty_like(ends)
+            starts[0] = 0
+            starts[1:] = ends[:-1] + 1
+            return cls(chars, starts, ends - starts)
+        # A string holds the separator (no IMEI or IMSI does): measure each one.
+        encoded = [text.encode("utf-8") for text in strings]
+        lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+        return cls(
+            np.frombuffer(b"".join(encoded), np.uint8), np.cumsum(lengths) - lengths, lengths
+        )
+
+    def digit_rows(self, length: int) -> tuple[I64, U8]:
+        """The strings of `length` ASCII digits: their positions and their digit values."""
+        rows = np.flatnonzero((self.lengths == length) & self.all_digits)
+        offsets = (self.starts[rows, np.newaxis] + np.arange(length)).ravel()
+        digits = self.chars.take(offsets).reshape(len(rows), length) - np.uint8(_ZERO)
+        return rows, digits
+
+    def prefix_number(self, digits: int) -> I64:
+        """The number spelt by each string's first `digits` bytes (meaningful for digit strings)."""
+        padded = np.concatenate([self.chars, np.zeros(digits, dtype=np.uint8)])
+        values = padded[self.starts[:, np.newaxis] + np.arange(digits)].astype(np.int64) - _ZERO
+        number: I64 = values @ (10 ** np.arange(digits - 1, -1, -1))
+        return number
