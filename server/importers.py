@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -29,6 +30,7 @@ from pyroaring import BitMap
 
 from imeireg.imei import TAC_DIGITS, is_digits, luhn_check_digit
 from imeireg.server import facts
+from imeireg.server.arrays import sorted_contains, sorted_unique
 from imeireg.server.normalise import SERIAL_BITS, normalise_batch
 from imeireg.server.sources import Header, open_rows, read_columns, read_header, sha256_of
 from imeireg.server.store import (
@@ -131,12 +133,14 @@ def import_file(
         raise ImportRejected(
             path, [f"{path}:1: header lacks column(s) {', '.join(missing)}"], total=1
         )
-    if not _read_fast(builder, path, delimiter, header, show_progress=show_progress):
-        errors = _Errors(path)
-        with open_rows(path, delimiter, show_progress=show_progress) as (header, rows):
-            builder.read(header, rows, errors)
-        errors.raise_if_any()
-    digest = sha256_of(path)
+    # Hashing the file (hashlib frees the GIL) overlaps with reading it.
+    with ThreadPoolExecutor(max_workers=1) as hasher:
+        digest = hasher.submit(sha256_of, path)
+        if not _read_fast(builder, path, delimiter, header, show_progress=show_progress):
+            errors = _Errors(path)
+            with open_rows(path, delimiter, show_progress=show_progress) as (header, rows):
+                builder.read(header, rows, errors)
+            errors.raise_if_any()
     with store.write() as writer:
         _refuse_if_much_smaller(writer, list_name, builder.rows, path, force=force)
         touched = builder.write(writer)
@@ -145,7 +149,7 @@ def import_file(
             list_name,
             mode="full",
             file_name=path.name,
-            sha256=digest,
+            sha256=digest.result(),
             rows=builder.rows,
             touched=touched,
         )
@@ -290,20 +294,10 @@ class _ImeiColumn:
         return f"{self.column} {text!r} has check digit {digits[-1]}, expected {expected}"
 
 
-def sorted_unique(values: U64) -> U64:
-    """`np.unique` by sorting: numpy 2's default hash-based unique is several times slower here."""
-    ordered = np.sort(values)
-    keep = np.empty(len(ordered), dtype=np.bool_)
-    keep[:1] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
-    return ordered[keep]
-
-
 def bitmaps_by_tac(keys: U64) -> Iterator[tuple[int, BitMap]]:
-    """Group IMEI keys (tac << 20 | serial) into a roaring bitmap of serials per TAC, in order."""
+    """Group sorted, distinct IMEI keys (tac << 20 | serial) into a bitmap of serials per TAC."""
     if not len(keys):
         return
-    keys = sorted_unique(keys)
     tacs = (keys >> np.uint64(SERIAL_BITS)).astype(np.uint32)
     serials = (keys & np.uint64((1 << SERIAL_BITS) - 1)).astype(np.uint32)
     starts = np.flatnonzero(np.r_[True, tacs[1:] != tacs[:-1]])
@@ -358,7 +352,7 @@ class _ImeiSetBuilder:
             imeis.add(line, imei.strip(), tag=0 if kept else 1)
         keys, tags, _ = imeis.finish()
         self._rows = len(sorted_unique(keys))
-        self._members = keys[tags == 0]
+        self._members = sorted_unique(keys[tags == 0])
 
     def read_fast(self, batches: Iterator[list[pa.Array]]) -> bool:
         found = []
@@ -426,9 +420,7 @@ class _RegistrationBuilder:
         self._complete = sorted_unique(keys[complete])
         # A complete registration supersedes a provisional one for the same IMEI.
         provisional = sorted_unique(keys[~complete])
-        self._provisional = provisional[
-            ~np.isin(provisional, self._complete, assume_unique=True, kind="sort")
-        ]
+        self._provisional = provisional[~sorted_contains(self._complete, provisional)]
 
     @property
     def rows(self) -> int:
@@ -477,7 +469,7 @@ class _PairingBuilder(_RowsOnly):
             imsi, msisdn = subscribers[line]
             body = f"{key >> SERIAL_BITS:08d}{key & mask:06d}"
             self._pairs[pair_key(body, imsi)] = msisdn.encode("ascii")
-        self._keys = keys
+        self._keys = sorted_unique(keys)
 
     @property
     def rows(self) -> int:

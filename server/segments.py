@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from imeireg.server import facts
+from imeireg.server.arrays import sorted_contains
 from imeireg.server.normalise import SERIAL_BITS
 
 U16 = npt.NDArray[np.uint16]
@@ -95,8 +96,8 @@ class FactTable:
         allocated_tacs = np.sort(np.fromiter(allocated, dtype=np.uint64))
         barred_tacs = np.sort(np.fromiter(barred, dtype=np.uint64))
         tacs = np.union1d(np.union1d(allocated_tacs, barred_tacs), np.fromiter(segments, np.uint64))
-        base = np.where(_member(tacs, allocated_tacs), 0, facts.TAC_UNALLOCATED) | np.where(
-            _member(tacs, barred_tacs), facts.TAC_BARRED, 0
+        base = np.where(sorted_contains(allocated_tacs, tacs), 0, facts.TAC_UNALLOCATED) | np.where(
+            sorted_contains(barred_tacs, tacs), facts.TAC_BARRED, 0
         )
         parts = [segments.get(tac, UNLISTED) for tac in tacs.tolist()]
         packed = np.frombuffer(b"".join(parts), dtype=SEGMENT_DTYPE)
@@ -121,12 +122,3 @@ class FactTable:
     def lookup(self, keys: U64) -> U16:
         """The facts of each IMEI key (``tac << SERIAL_BITS | serial``)."""
         return self.facts[np.searchsorted(self.keys, keys, side="right") - 1]
-
-
-def _member(values: U64, sorted_set: U64) -> npt.NDArray[np.bool_]:
-    """`np.isin` for a sorted, distinct `sorted_set`, by binary search (numpy 2's isin is slow)."""
-    if not len(sorted_set):
-        return np.zeros(len(values), dtype=np.bool_)
-    at = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
-    found: npt.NDArray[np.bool_] = sorted_set[at] == values
-    return found
