@@ -50,3 +50,17 @@ check-proto: proto
 
 clean:
 	rm -rf $(VENV) build *.egg-info $(DB)
+
+# Benchmarks against Redis and PostgreSQL (benchmarks/README.md). The benchmark installs
+# Debian's redis-server and postgresql itself when they are missing and it runs as root.
+.PHONY: bench-quick bench
+
+$(VENV)/.bench-deps: $(VENV)/.deps pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]' --config-settings editable_mode=strict
+	touch $@
+
+bench-quick: $(VENV)/.links $(VENV)/.bench-deps
+	$(BIN)/python -m benchmarks.run --quick
+
+bench: $(VENV)/.links $(VENV)/.bench-deps
+	$(BIN)/python -m benchmarks.run --full
