@@ -7,7 +7,7 @@ does not send the whole batch down a Python loop.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,9 +21,13 @@ _ZERO = ord("0")
 
 
 @dataclass(frozen=True)
-class TextColumn:
-    """The UTF-8 bytes of a batch of strings, and where each string starts and how long it is."""
+class TextColumn(Sequence[str]):
+    """The UTF-8 bytes of a batch of strings, and where each string starts and how long it is.
 
+    It is also the sequence of the strings themselves, so it can be handed on in their place.
+    """
+
+    strings: Sequence[str]
     chars: U8
     starts: I64
     lengths: I64
@@ -38,8 +42,19 @@ class TextColumn:
         digits_only = not_digit[self.starts + self.lengths] == not_digit[self.starts]
         object.__setattr__(self, "all_digits", digits_only)
 
+    def __len__(self) -> int:
+        return len(self.strings)
+
+    def __getitem__(self, row: int) -> str:  # type: ignore[override]
+        return self.strings[row]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.strings)
+
     @classmethod
     def of(cls, strings: Sequence[str]) -> TextColumn:
+        if isinstance(strings, TextColumn):
+            return strings
         chars = np.frombuffer(_SEPARATOR.join(strings).encode("utf-8"), dtype=np.uint8)
         ends = np.flatnonzero(chars == ord(_SEPARATOR))
         if len(ends) == len(strings) - 1:
@@ -47,13 +62,12 @@ class TextColumn:
             starts = np.empty_like(ends)
             starts[0] = 0
             starts[1:] = ends[:-1] + 1
-            return cls(chars, starts, ends - starts)
+            return cls(strings, chars, starts, ends - starts)
         # A string holds the separator (no IMEI or IMSI does): measure each one.
         encoded = [text.encode("utf-8") for text in strings]
         lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-        return cls(
-            np.frombuffer(b"".join(encoded), np.uint8), np.cumsum(lengths) - lengths, lengths
-        )
+        chars = np.frombuffer(b"".join(encoded), np.uint8)
+        return cls(strings, chars, np.cumsum(lengths) - lengths, lengths)
 
     def digit_rows(self, length: int) -> tuple[I64, U8]:
         """The strings of `length` ASCII digits: their positions and their digit values."""

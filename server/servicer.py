@@ -62,11 +62,12 @@ class InvalidRequest(Exception):
         )
 
 
-def validate_check(count: int, imsis: Sequence[str], prefix: str = "") -> None:
+def validate_check(count: int, imsis: Sequence[str], prefix: str = "") -> Sequence[str]:
+    """Check a batch against the API's limits; returns the IMSIs, as a column if any."""
     if not 1 <= count <= MAX_IMEIS:
         raise InvalidRequest([(f"{prefix}imeis", f"{count} IMEIs given; 1 to {MAX_IMEIS} allowed")])
     if not imsis:
-        return
+        return ()
     if len(imsis) != count:
         raise InvalidRequest(
             [
@@ -90,6 +91,7 @@ def validate_check(count: int, imsis: Sequence[str], prefix: str = "") -> None:
                 for i in bad
             ]
         )
+    return column
 
 
 def list_enum(name: str) -> pb.RegistryList.ValueType:
@@ -122,8 +124,8 @@ class LegalityServicer:
 
     def _check(self, request: CheckRequest, prefix: str = "") -> bytes:
         """A serialized CheckImeisResponse."""
-        validate_check(request.count, request.imsis, prefix)
-        verdict = self.checker.check(request.imeis, request.imsis)
+        imsis = validate_check(request.count, request.imsis, prefix)
+        verdict = self.checker.check(request.imeis, imsis)
         self._snapshot_message(verdict.snapshot)
         return encode_response(verdict.statuses, verdict.reasons, self._snapshot_bytes)
 
