@@ -24,10 +24,11 @@ _ZERO = ord("0")
 class TextColumn(Sequence[str]):
     """The UTF-8 bytes of a batch of strings, and where each string starts and how long it is.
 
-    It is also the sequence of the strings themselves, so it can be handed on in their place.
+    It is also the sequence of the strings themselves, so it can be handed on in their place;
+    a column read from bytes (`from_bytes`) decodes a string only when it is asked for.
     """
 
-    strings: Sequence[str]
+    strings: Sequence[str] | None
     chars: U8
     starts: I64
     lengths: I64
@@ -43,13 +44,25 @@ class TextColumn(Sequence[str]):
         object.__setattr__(self, "all_digits", digits_only)
 
     def __len__(self) -> int:
-        return len(self.strings)
+        return len(self.lengths)
 
     def __getitem__(self, row: int) -> str:  # type: ignore[override]
-        return self.strings[row]
+        if self.strings is not None:
+            return self.strings[row]
+        start = int(self.starts[row])
+        return self.chars[start : start + int(self.lengths[row])].tobytes().decode("utf-8")
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.strings)
+        return (
+            iter(self.strings)
+            if self.strings is not None
+            else map(self.__getitem__, range(len(self)))
+        )
+
+    @classmethod
+    def from_bytes(cls, chars: U8, starts: I64, lengths: I64) -> TextColumn:
+        """Strings that are slices of `chars` (UTF-8), e.g. the fields of a protobuf message."""
+        return cls(None, chars, starts, lengths)
 
     @classmethod
     def of(cls, strings: Sequence[str]) -> TextColumn:

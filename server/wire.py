@@ -12,19 +12,20 @@ packed reason bit sets one or two varint bytes each.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from imeireg.server import facts
+from imeireg.server.columns import TextColumn
 from imeireg.server.legality import SMALL_BATCH
 from imeireg.v1 import legality_pb2 as pb
 
 U8 = npt.NDArray[np.uint8]
 
 _IMEIS_TAG = 1 << 3 | 2  # field 1, length-delimited
+_IMSIS_TAG = 2 << 3 | 2
 _CHECK_TAG = bytes([1 << 3 | 2])  # field 1 of the stream messages
 _STATUSES_TAG = bytes([1 << 3 | 2])
 _REASONS_TAG = bytes([2 << 3 | 2])
@@ -34,44 +35,65 @@ _DIGIT_LENGTHS = (14, 15, 16)
 assert facts.FACT_SPACE <= 1 << 14
 
 
-@dataclass
+@dataclass(frozen=True)
 class CheckRequest:
-    """A CheckImeisRequest as received: its digits as a matrix when it has the usual shape."""
+    """A CheckImeisRequest as received, read in columns wherever its bytes allow."""
 
     count: int
-    digits: U8 | None  # (count, 14 | 15 | 16) digit values, or None: use `imeis`
-    _message: pb.CheckImeisRequest | None = field(default=None, repr=False)
-    _raw: bytes = field(default=b"", repr=False)
+    digits: U8 | None  # (count, 14 | 15 | 16) digit values when every IMEI is spelt alike
+    strings: Sequence[str]  # the IMEIs
+    imsis: Sequence[str] = ()
 
     @classmethod
     def parse(cls, raw: bytes) -> CheckRequest:
         digits = _uniform_digits(raw)
         if digits is not None:
-            return cls(len(digits), digits, _raw=raw)
-        message = pb.CheckImeisRequest.FromString(raw)
-        return cls(len(message.imeis), None, message)
+            count, width = digits.shape
+            starts = np.arange(2, count * (width + 2), width + 2)
+            strings = TextColumn.from_bytes(
+                np.frombuffer(raw, dtype=np.uint8), starts, np.full(count, width)
+            )
+            return cls(count, digits, strings)
+        columns = _string_columns(raw)
+        if columns is not None:
+            imeis, imsis = columns
+            return cls(len(imeis), None, imeis, imsis)
+        return cls.of(pb.CheckImeisRequest.FromString(raw))
 
     @classmethod
     def of(cls, message: pb.CheckImeisRequest) -> CheckRequest:
-        """A request already parsed by protobuf (inside a stream message)."""
-        return cls(len(message.imeis), None, message)
-
-    @cached_property
-    def message(self) -> pb.CheckImeisRequest:
-        return self._message or pb.CheckImeisRequest.FromString(self._raw)
+        """A request already parsed by protobuf."""
+        return cls(len(message.imeis), None, message.imeis, message.imsis)
 
     @property
     def imeis(self) -> Sequence[str] | U8:
         """The digit matrix when there is one (see normalise_batch), else the IMEI strings."""
-        return self.digits if self.digits is not None else self.message.imeis
+        return self.digits if self.digits is not None else self.strings
 
-    @property
-    def imsis(self) -> Sequence[str]:
-        return () if self.digits is not None else self.message.imsis
 
-    def strings(self) -> Sequence[str]:
-        """The IMEIs as strings, for validation messages."""
-        return self.message.imeis
+def _string_columns(raw: bytes) -> tuple[TextColumn, Sequence[str]] | None:
+    """The `imeis` and `imsis` of a request of ASCII strings under 128 bytes, as columns.
+
+    Every field of such a request is a tag byte (0x0A or 0x12), a one-byte length and
+    the string. Taking every byte equal to a tag for a field start, the fields must
+    chain exactly from the first byte to the last; a string holding a tag byte, a
+    longer varint or any other field breaks the chain, and protobuf reads the request.
+    """
+    data = np.frombuffer(raw, dtype=np.uint8)
+    if not len(data) or data[0] != _IMEIS_TAG or (data >= 0x80).any():
+        return None
+    starts = np.flatnonzero((data == _IMEIS_TAG) | (data == _IMSIS_TAG))
+    if starts[-1] + 1 >= len(data):
+        return None
+    lengths = data[starts + 1].astype(np.int64)
+    ends = starts + 2 + lengths
+    if ends[-1] != len(data) or not (ends[:-1] == starts[1:]).all():
+        return None
+    imsi = data[starts] == _IMSIS_TAG
+    imeis = TextColumn.from_bytes(data, starts[~imsi] + 2, lengths[~imsi])
+    if not imsi.any():
+        return imeis, ()
+    return imeis, TextColumn.from_bytes(data, starts[imsi] + 2, lengths[imsi])
 
 
 def unwrap_stream_request(raw: bytes) -> CheckRequest:

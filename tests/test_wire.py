@@ -125,7 +125,7 @@ def assert_falls_back(parsed: CheckRequest, imeis: list[str], imsis: list[str]) 
     assert parsed.count == len(imeis)
     assert list(parsed.imeis) == imeis
     assert list(parsed.imsis) == imsis
-    assert list(parsed.strings()) == imeis
+    assert list(parsed.strings) == imeis
 
 
 @st.composite
@@ -144,7 +144,7 @@ def test_large_uniform_digit_requests_read_as_the_digit_matrix(imeis: list[str])
     assert parsed.digits.shape == (len(imeis), len(imeis[0]))
     assert parsed.digits.tolist() == digit_rows(imeis)
     assert list(parsed.imsis) == []
-    assert list(parsed.strings()) == imeis
+    assert list(parsed.strings) == imeis
     assert_same_columns(parsed, imeis)
 
 
