@@ -17,7 +17,6 @@ import numpy as np
 
 from benchmarks.registry import (
     BRANDS,
-    DEVICE_TYPES,
     I64,
     MAKERS,
     MODELS_PER_MAKER,
@@ -29,6 +28,7 @@ from benchmarks.registry import (
     model_numbers,
 )
 from benchmarks.textrows import Choice, Column, Digits, TextTable, luhn_imeis, render
+from imeireg.server.demo import DEVICE_TYPES
 from imeireg.server.importers import import_file
 from imeireg.server.store import ListName, Store
 

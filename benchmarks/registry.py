@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from imeireg.server.demo import DEVICE_TYPES
+
 U64 = npt.NDArray[np.uint64]
 U32 = npt.NDArray[np.uint32]
 I64 = npt.NDArray[np.int64]
@@ -72,15 +74,6 @@ MAKERS = tuple(f"{place} {kind}" for place in _PLACES for kind in _KINDS)
 BRANDS = tuple(maker.split()[0] for maker in MAKERS)
 MODELS_PER_MAKER = 500  # five series letters times 100 numbers
 _SERIES = "ACMXZ"
-# (GSMA device type, bands, radio interface, share of the catalogue)
-DEVICE_TYPES = (
-    ("Smartphone", "GSM 900,GSM 1800,WCDMA FDD Band I,LTE FDD Band 3,LTE TDD Band 40",
-     "2G/3G/4G", 0.70),
-    ("Mobile Phone/Feature phone", "GSM 900,GSM 1800", "2G", 0.15),
-    ("Tablet", "WCDMA FDD Band I,LTE FDD Band 3,LTE FDD Band 8", "3G/4G", 0.07),
-    ("Modem", "LTE FDD Band 1,LTE FDD Band 3,LTE TDD Band 40", "4G", 0.04),
-    ("IoT Device", "GSM 900,LTE FDD Band 8", "2G/4G", 0.04),
-)  # fmt: skip
 _FIRST_ALLOCATION = datetime.date(2005, 1, 1)
 ALLOCATION_DAYS = 7000
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")

@@ -61,7 +61,7 @@ _MAKERS = (
     ("Maluku Modem Works", "Maluku", "MM"),
 )
 # (GSMA device type, bands, radio interface, share of the catalogue)
-_DEVICE_TYPES = (
+DEVICE_TYPES = (
     ("Smartphone", "GSM 900,GSM 1800,WCDMA FDD Band I,LTE FDD Band 3,LTE TDD Band 40",
      "2G/3G/4G", 0.70),
     ("Mobile Phone/Feature phone", "GSM 900,GSM 1800", "2G", 0.15),
@@ -143,7 +143,7 @@ class _Catalogue:
 
     tacs: U64
     maker: I64  # index into _MAKERS
-    device_type: I64  # index into _DEVICE_TYPES
+    device_type: I64  # index into DEVICE_TYPES
     model: list[str]  # series letter + number, e.g. "A52"
     allocated_on: list[str]  # DD-Mon-YYYY
     registering: I64  # indices of the TACs that have registrations, most popular first
@@ -224,7 +224,7 @@ def _catalogue(rng: np.random.Generator) -> _Catalogue:
         reporting_bodies = rng.choice(_REPORTING_BODIES, size=wanted).astype(np.uint64)
         drawn = reporting_bodies * np.uint64(10**6) + rng.integers(0, 10**6, wanted, np.uint64)
         tacs = _distinct_in_order(np.concatenate([tacs, drawn]))
-    shares = np.array([share for *_, share in _DEVICE_TYPES])
+    shares = np.array([share for *_, share in DEVICE_TYPES])
     series = rng.choice(list(_SERIES), size=_ALLOCATED_TACS).tolist()
     numbers = rng.integers(1, 100, size=_ALLOCATED_TACS).tolist()
     days = rng.integers(0, _ALLOCATION_DAYS, size=_ALLOCATED_TACS).tolist()
@@ -236,7 +236,7 @@ def _catalogue(rng: np.random.Generator) -> _Catalogue:
     return _Catalogue(
         tacs=tacs[:_ALLOCATED_TACS],
         maker=rng.integers(0, len(_MAKERS), size=_ALLOCATED_TACS),
-        device_type=rng.choice(len(_DEVICE_TYPES), size=_ALLOCATED_TACS, p=shares / shares.sum()),
+        device_type=rng.choice(len(DEVICE_TYPES), size=_ALLOCATED_TACS, p=shares / shares.sum()),
         model=[f"{letter}{number}" for letter, number in zip(series, numbers, strict=True)],
         allocated_on=[f"{d.day:02d}-{_MONTHS[d.month - 1]}-{d.year}" for d in dates],
         registering=registering,
@@ -557,7 +557,7 @@ def _write_csv(path: Path, header: str, chunks: Iterable[list[str]]) -> Path:
 
 def _gsma_row(catalogue: _Catalogue, i: int) -> str:
     maker, brand, _ = _MAKERS[catalogue.maker[i]]
-    device_type, bands, _, _ = _DEVICE_TYPES[catalogue.device_type[i]]
+    device_type, bands, _, _ = DEVICE_TYPES[catalogue.device_type[i]]
     return (
         f"{int(catalogue.tacs[i]):08d}|{maker}|{catalogue.model_name(i)}|{bands}"
         f"|{catalogue.allocated_on[i]}|{device_type}|{brand}"
@@ -596,8 +596,8 @@ def _registration_rows(catalogue: _Catalogue, lists: _Lists) -> Iterator[list[st
 
 def _registration_details(catalogue: _Catalogue, i: int) -> tuple[str, str]:
     """(make,model) and (model_number,brand_name,device_type,radio_interface) of a TAC's rows."""
-    _, _, radio, _ = _DEVICE_TYPES[catalogue.device_type[i]]
-    device_type = _DEVICE_TYPES[catalogue.device_type[i]][0]
+    _, _, radio, _ = DEVICE_TYPES[catalogue.device_type[i]]
+    device_type = DEVICE_TYPES[catalogue.device_type[i]][0]
     brand = catalogue.brand(i)
     return (
         f"{brand},{catalogue.model_name(i)}",

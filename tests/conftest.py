@@ -6,21 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import ServerProcess, SmallRegistry, list_files, start_server
-
-from imeireg.server.importers import import_file
-from imeireg.server.store import Store
-
-
-def build_small_registry(directory: Path) -> SmallRegistry:
-    db = directory / "registry"
-    store = Store.create(db)
-    try:
-        for name, path in list_files(directory, SmallRegistry).items():
-            import_file(store, name, path)
-    finally:
-        store.close()
-    return SmallRegistry(db)
+from support import ServerProcess, SmallRegistry, build_small_registry, start_server
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from imeireg.imei import with_check_digit
-from imeireg.server.store import ListName
+from imeireg.server.importers import import_file
+from imeireg.server.store import ListName, Store
 
 GSMA_HEADER = "TAC|Manufacturer|Model_Name|Bands|Allocation_Date|Device_Type|Brand_Name"
 REGISTRATION_HEADER = (
@@ -158,3 +159,14 @@ def start_server(db: Path, *extra: str, timeout: float = 20) -> ServerProcess:
                 time.sleep(0.05)
     server.stop(signal.SIGKILL)
     raise RuntimeError(f"imeireg serve did not become SERVING within {timeout} s")
+
+
+def build_small_registry(directory: Path) -> SmallRegistry:
+    db = directory / "registry"
+    store = Store.create(db)
+    try:
+        for name, path in list_files(directory, SmallRegistry).items():
+            import_file(store, name, path)
+    finally:
+        store.close()
+    return SmallRegistry(db)

@@ -25,8 +25,8 @@ from support import (
     REGISTRATION_HEADER,
     UNALLOCATED_TAC,
     SmallRegistry,
+    build_small_registry,
     imei,
-    list_files,
     registration_row,
     write,
 )
@@ -62,21 +62,10 @@ REGISTRY_IMEIS = (
 Answers = list[tuple[int, int]]  # (status, reasons) per IMEI
 
 
-def build_registry(directory: Path) -> Path:
-    db = directory / "registry"
-    store = Store.create(db)
-    try:
-        for name, path in list_files(directory, SmallRegistry).items():
-            import_file(store, name, path)
-    finally:
-        store.close()
-    return db
-
-
 @pytest.fixture(scope="module")
 def checker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LegalityChecker]:
     """A checker on the small registry, for tests that only read (hypothesis reuses it)."""
-    index = RegistryIndex(Store.open(build_registry(tmp_path_factory.mktemp("index"))))
+    index = RegistryIndex(Store.open(build_small_registry(tmp_path_factory.mktemp("index")).db))
     yield LegalityChecker(index, Policy.default())
     index.close()
 
