@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from imeireg.server import facts
-from imeireg.server.arrays import sorted_contains
+from imeireg.server.arrays import sorted_contains, sorted_unique
 from imeireg.server.normalise import SERIAL_BITS
 
 U16 = npt.NDArray[np.uint16]
@@ -95,7 +95,9 @@ class FactTable:
         """The table of every TAC that is allocated, barred or has a segment."""
         allocated_tacs = np.sort(np.fromiter(allocated, dtype=np.uint64))
         barred_tacs = np.sort(np.fromiter(barred, dtype=np.uint64))
-        tacs = np.union1d(np.union1d(allocated_tacs, barred_tacs), np.fromiter(segments, np.uint64))
+        tacs = sorted_unique(
+            np.concatenate([allocated_tacs, barred_tacs, np.fromiter(segments, np.uint64)])
+        )
         base = np.where(sorted_contains(allocated_tacs, tacs), 0, facts.TAC_UNALLOCATED) | np.where(
             sorted_contains(barred_tacs, tacs), facts.TAC_BARRED, 0
         )
