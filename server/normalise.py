@@ -96,14 +96,6 @@ def _from_digit_rows(digits: npt.NDArray[np.uint8]) -> ImeiBatch:
     return ImeiBatch(columns[:, _KEY].astype(np.uint64), flags)
 
 
-def _from_mixed(imeis: Sequence[str]) -> ImeiBatch:
-    keys = np.zeros(len(imeis), dtype=np.uint64)
-    flags = np.zeros(len(imeis), dtype=np.uint32)
-    for row, text in enumerate(imeis):
-        keys[row], flags[row] = _parse_one(text)
-    return ImeiBatch(keys, flags)
-
-
 def _parse_one(text: str) -> tuple[int, int]:
     """The key and format flags of one IMEI."""
     parsed = parse_imei(text)
