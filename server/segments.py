@@ -16,7 +16,7 @@ bitmaps; the server only concatenates them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +37,9 @@ GAP = facts.TAC_UNALLOCATED | facts.NOT_REGISTERED
 _REGISTRATION = facts.REGISTERED | facts.REGISTRATION_PROVISIONAL
 assert facts.FACT_SPACE <= HAS_PAIRING, "fact bits must fit below HAS_PAIRING in 16 bits"
 
+BLOCK = 16  # keys per block of the fact table's two-step search: two cache lines
+_BLOCK_OFFSETS = np.arange(BLOCK)
+_NO_KEY = np.iinfo(np.uint64).max
 # A segment as stored: (point, facts) pairs, little-endian.
 SEGMENT_DTYPE = np.dtype([("point", "<u4"), ("facts", "<u2")])
 UNLISTED = np.array([(0, facts.NOT_REGISTERED)], dtype=SEGMENT_DTYPE).tobytes()
@@ -83,10 +86,23 @@ def segments_of(members: Mapping[int, U64], tacs: U64) -> dict[int, bytes]:
 
 @dataclass(frozen=True, slots=True)
 class FactTable:
-    """Sorted interval starts over the key space and the facts that hold from each."""
+    """Sorted interval starts over the key space and the facts that hold from each.
+
+    A binary search over millions of keys misses the cache at almost every step, so
+    the search runs over every BLOCK-th key (a sample small enough to stay cached) and
+    then among the BLOCK keys of one block: two cache lines per IMEI. The arrays are
+    padded to whole blocks with keys above any IMEI's.
+    """
 
     keys: U64
     facts: U16
+    sample: U64 = field(init=False)
+
+    def __post_init__(self) -> None:
+        padding = -len(self.keys) % BLOCK
+        object.__setattr__(self, "keys", np.append(self.keys, np.full(padding, _NO_KEY)))
+        object.__setattr__(self, "facts", np.append(self.facts, np.full(padding, GAP, np.uint16)))
+        object.__setattr__(self, "sample", self.keys[::BLOCK].copy())
 
     @classmethod
     def assemble(
@@ -123,4 +139,7 @@ class FactTable:
 
     def lookup(self, keys: U64) -> U16:
         """The facts of each IMEI key (``tac << SERIAL_BITS | serial``)."""
-        return self.facts[np.searchsorted(self.keys, keys, side="right") - 1]
+        first = (np.searchsorted(self.sample, keys, side="right") - 1) * BLOCK
+        within = self.keys[first[:, np.newaxis] + _BLOCK_OFFSETS] <= keys[:, np.newaxis]
+        found: U16 = self.facts[first + np.count_nonzero(within, axis=1) - 1]
+        return found
