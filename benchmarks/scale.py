@@ -123,6 +123,7 @@ class ScaleRun:
     runs: int = 0  # runs of serials of the complete registrations
     single_serials: int = 0
     phases: list[Phase] = field(default_factory=list)
+    small_lists: dict[str, tuple[int, float]] = field(default_factory=dict)  # rows, seconds
     feed: Feed = field(default_factory=Feed)
     lmdb_bytes: int = 0
     databases: dict[str, int] = field(default_factory=dict)
@@ -130,7 +131,7 @@ class ScaleRun:
     server_rss_started: int = 0
     server_rss_warm: int = 0
     measurement: Measurement | None = None
-    disagreements: int = 0
+    load_average: str = ""  # of the machine right after the measured window
     interrupted: str = ""
     problems: list[str] = field(default_factory=list)
 
@@ -154,6 +155,7 @@ _GENERATE = "generate the registry"
 _SMALL_LISTS = "small lists: DIRBS files written and imported"
 _REGISTRATION = "registration list fed to import_serial_sets"
 _IMPORT_PHASES = (_SMALL_LISTS, _REGISTRATION)
+_WRITING_FILES = "writing their DIRBS files"
 _INDEX = "RegistryIndex loaded in this process (what serve does at start)"
 _WORKLOAD = "workload and expected answers"
 _SERVE = "imeireg serve: start and load"
@@ -221,14 +223,18 @@ def _overtime(_signum: int, _frame: FrameType | None) -> None:
 
 
 def _measure(run: ScaleRun, seed: int, work_dir: Path | None, pinning: bool) -> None:
-    """Generate, import, serve and load one scale; an overrun or ^C ends it with what it has."""
+    """Generate, import, serve and load one scale; an overrun, ^C or failure ends it with what
+    it has."""
     phases = _Phases(run)
     try:
         with tempfile.TemporaryDirectory(prefix="imeireg-scale-", dir=work_dir) as scratch:
             _build_and_serve(run, phases, seed, Path(scratch), pinning)
-    except (Overtime, KeyboardInterrupt) as stop:
-        why = "time limit reached" if isinstance(stop, Overtime) else "interrupted"
+    except (Overtime, KeyboardInterrupt) as reason:
+        why = "time limit reached" if isinstance(reason, Overtime) else "interrupted"
         run.interrupted = f"{why} during '{phases.current}' after {phases.elapsed():.0f} s"
+    except Exception as error:  # reported: the figures measured so far still go out
+        run.interrupted = f"failed during '{phases.current}': {type(error).__name__}: {error}"
+    if run.interrupted:
         _say(f"{run.registered:,}: {run.interrupted}")
 
 
@@ -244,7 +250,7 @@ def _build_and_serve(
     db = scratch / "registry"
     _say(f"{run.registered:,}: the GSMA TAC database and the small lists, from DIRBS files")
     with phases(_SMALL_LISTS):
-        _import_small_lists(reg, scratch / "lists", db)
+        _import_small_lists(reg, scratch / "lists", db, run.small_lists)
     _say(f"{run.registered:,}: {run.rows:,} registrations fed TAC by TAC")
     with phases(_REGISTRATION):
         _import_registration(reg, db, run.feed, seed)
@@ -258,7 +264,6 @@ def _build_and_serve(
     with phases(_WORKLOAD):
         pool = workload.generate(reg, QUERIES, seed)
         expected = answers.expected(db, reg, pool)
-    run.disagreements = expected.disagreements
     if expected.disagreements:
         run.problems.append(
             f"imeireg's checker and the generator disagree on the registration of "
@@ -290,6 +295,7 @@ def _build_and_serve(
         run.server_rss_started = server.rss_bytes()
         _say(f"{run.registered:,}: SERVING in {server.started_in:.2f} s; batch {BATCH_SIZE:,}")
         measurement = load.run(replace(job, target=server.target))
+        run.load_average = machine.load_average()
         run.server_rss_warm = server.rss_bytes()
     run.measurement = measurement
     latency = measurement.latencies_ms()
@@ -389,12 +395,15 @@ def _status_bytes(key: str) -> int:
     return 0
 
 
-def _import_small_lists(reg: Registry, directory: Path, db: Path) -> None:
+def _import_small_lists(
+    reg: Registry, directory: Path, db: Path, timings: dict[str, tuple[int, float]]
+) -> None:
     """Every list but registration, written as DIRBS files and imported with `import_file`.
 
     They go in before the registration list: each import recomputes the fact-table
     segment of every TAC it touches from all serial sets, so a small list imported
-    after 10^9 registrations would re-read nearly all of them.
+    after 10^9 registrations would re-read nearly all of them. `timings` gets the rows
+    and seconds of writing the files and of each import.
     """
     no_registrations = replace(
         reg,
@@ -402,12 +411,16 @@ def _import_small_lists(reg: Registry, directory: Path, db: Path) -> None:
         complete_whitelist=np.empty(0, np.bool_),
         provisional=np.empty(0, np.uint64),
     )
+    began = time.perf_counter()
     files = dirbs.write_files(no_registrations, directory)
+    timings[_WRITING_FILES] = (0, time.perf_counter() - began)
     store = Store.create(db)
     try:
         for name, path in files.items():
             if name is not ListName.REGISTRATION:
-                import_file(store, name, path)
+                began = time.perf_counter()
+                record = import_file(store, name, path)
+                timings[name.value] = (record.rows, time.perf_counter() - began)
     finally:
         store.close()
 
@@ -589,6 +602,7 @@ def _figures(runs: Sequence[ScaleRun]) -> str:
         ),
         ("generate", _phase_time(_GENERATE)),
         ("import: small lists (files written and imported)", _phase_time(_SMALL_LISTS)),
+        *((f"… {name}", _small_list(name)) for name in _small_list_names(runs)),
         ("import: registration list", _phase_time(_REGISTRATION)),
         ("… building bitmaps from runs", _feed_time(lambda feed: feed.building_seconds)),
         ("… serializing them and writing LMDB", _feed_time(lambda feed: feed.writing_seconds)),
@@ -611,6 +625,7 @@ def _figures(runs: Sequence[ScaleRun]) -> str:
         ("p99 per call", _measured(lambda m: f"{m.latencies_ms()[99.0]:.3f} ms")),
         ("p99.9 per call", _measured(lambda m: f"{m.latencies_ms()[99.9]:.3f} ms")),
         ("client CPU share", _measured(lambda m: f"{m.client_cpu_share:.0%}")),
+        ("load average after the window (1, 5, 15 min)", lambda run: run.load_average or "-"),
         (
             "verified answers ok",
             _measured(lambda m: f"{m.verified - m.mismatches}/{m.verified}, {m.errors} errors"),
@@ -626,6 +641,23 @@ def _phase_time(name: str) -> Figure:
 
 def _feed_time(seconds: Callable[[Feed], float]) -> Figure:
     return lambda run: _duration(seconds(run.feed) if run.feed.ended_at else None)
+
+
+def _small_list_names(runs: Sequence[ScaleRun]) -> list[str]:
+    names: dict[str, None] = {}
+    for run in runs:
+        names.update(dict.fromkeys(run.small_lists))
+    return list(names)
+
+
+def _small_list(name: str) -> Figure:
+    def show(run: ScaleRun) -> str:
+        if name not in run.small_lists:
+            return "-"
+        rows, seconds = run.small_lists[name]
+        return f"{_duration(seconds)} ({rows:,} rows)" if rows else _duration(seconds)
+
+    return show
 
 
 def _measured(show: Callable[[Measurement], str]) -> Figure:
