@@ -19,6 +19,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 LOOPBACK = "127.0.0.1"
 _START_TIMEOUT = 60.0
 _STOP_TIMEOUT = 30.0
+_PROBE_BACKOFF = [
+    ("grpc.initial_reconnect_backoff_ms", 10),
+    ("grpc.min_reconnect_backoff_ms", 10),
+    ("grpc.max_reconnect_backoff_ms", 50),
+]
 
 
 def free_port() -> int:
@@ -73,7 +78,8 @@ class ImeiregServer:
 
 def _wait_serving(process: subprocess.Popen[bytes], target: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(target) as channel:
+    # gRPC's default reconnect backoff (1 s, growing) would round the start time up.
+    with grpc.insecure_channel(target, options=_PROBE_BACKOFF) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if process.poll() is not None:
