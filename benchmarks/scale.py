@@ -26,7 +26,6 @@ import resource
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,16 +36,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 
-import grpc
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pyroaring import BitMap
 
 from benchmarks import answers, dirbs, load, machine, registry, workload
 from benchmarks.drivers import Job, System, expected_answers, prepare
 from benchmarks.measurement import Measurement
 from benchmarks.registry import SERIAL_SPACE, U32, U64, Registry, SerialRuns
-from benchmarks.servers import LOOPBACK, ImeiregServer, free_port, pinned, stop
+from benchmarks.servers import imeireg_server
 from benchmarks.storage import database_bytes
 from imeireg.server.importers import import_file, import_serial_sets
 from imeireg.server.index import RegistryIndex
@@ -62,15 +59,6 @@ DURATION = 10.0
 CONCURRENCY = 4
 CHANNELS = 4
 TIME_LIMIT = 1_800.0  # seconds for the whole run
-START_TIMEOUT = 120.0
-# The readiness probe retries a refused connection within 10 ms; gRPC's default backoff
-# (1 s, then x1.6) would add up to a second to the time to SERVING.
-_PROBE_OPTIONS = [
-    ("grpc.initial_reconnect_backoff_ms", 10),
-    ("grpc.min_reconnect_backoff_ms", 10),
-    ("grpc.max_reconnect_backoff_ms", 10),
-]
-_PROBE_INTERVAL = 0.005
 
 SCALE_TARGET = 1_200_000_000
 IMPORT_TARGET_SECONDS = 600.0
@@ -289,7 +277,7 @@ def _build_and_serve(
     _say(f"{run.registered:,}: imeireg serve")
     with (
         phases(_SERVE),
-        _imeireg_serve(db, SERVER_CPUS if pinning else (), scratch / "server.log") as server,
+        imeireg_server(db, SERVER_CPUS if pinning else (), scratch / "server.log") as server,
     ):
         run.start_seconds = server.started_in
         run.server_rss_started = server.rss_bytes()
@@ -308,49 +296,6 @@ def _build_and_serve(
             f"batch {BATCH_SIZE}: {measurement.errors} errors {measurement.first_error!r}, "
             f"{measurement.mismatches} wrong answers of {measurement.verified} verified"
         )
-
-
-@contextmanager
-def _imeireg_serve(db: Path, cpus: Sequence[int], log: Path) -> Iterator[ImeiregServer]:
-    """One `imeireg serve` on a free loopback port, timed from exec to SERVING; stopped after.
-
-    servers.imeireg_server does the same, but probes readiness with gRPC's default reconnect
-    backoff, which rounds the start time up by as much as a second.
-    """
-    port = free_port()
-    target = f"{LOOPBACK}:{port}"
-    command = pinned(
-        [
-            sys.executable, "-m", "imeireg.server.cli", "serve", "--db", str(db),
-            "--host", LOOPBACK, "--port", str(port), "--grace", "1",
-        ],
-        cpus,
-    )  # fmt: skip
-    with log.open("ab") as err:
-        began = time.perf_counter()
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
-    try:
-        started_in = _serving_after(process, target, began)
-        yield ImeiregServer(process, target, 1, started_in)
-    finally:
-        stop(process)
-
-
-def _serving_after(process: subprocess.Popen[bytes], target: str, began: float) -> float:
-    """Seconds from `began` to the first health check answered SERVING."""
-    deadline = began + START_TIMEOUT
-    with grpc.insecure_channel(target, options=_PROBE_OPTIONS) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while time.perf_counter() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"imeireg serve exited with {process.returncode}")
-            try:
-                answer = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                    return time.perf_counter() - began
-            except grpc.RpcError:
-                time.sleep(_PROBE_INTERVAL)
-    raise RuntimeError(f"imeireg serve was not SERVING within {START_TIMEOUT:.0f} s")
 
 
 class _Phases:
