@@ -15,7 +15,7 @@ from imeireg.client.batches import (
     stream_batches,
     tac_batches,
 )
-from imeireg.client.channel import CHANNEL_OPTIONS, DEFAULT_TARGET
+from imeireg.client.channel import CHANNEL_OPTIONS, DEFAULT_TARGET, channel_target
 from imeireg.client.errors import translated
 from imeireg.client.models import (
     RegistryInfo,
@@ -33,12 +33,16 @@ class AsyncClient:
     """A grpc.aio connection to the imeireg service; see Client for the meaning of each method."""
 
     def __init__(
-        self, target: str = DEFAULT_TARGET, *, timeout: float = 10.0, max_batch: int = MAX_BATCH
+        self,
+        target: str | Sequence[str] = DEFAULT_TARGET,
+        *,
+        timeout: float = 10.0,
+        max_batch: int = MAX_BATCH,
     ) -> None:
-        self.target = target
+        self.target = channel_target(target)
         self.timeout = timeout
         self.max_batch = check_batch_size(max_batch)
-        self._channel = aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self._channel = aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
         self._stub = LegalityServiceStub(self._channel)
 
     async def close(self) -> None:

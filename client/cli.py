@@ -19,7 +19,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from imeireg.client.channel import DEFAULT_TARGET
+from imeireg.client.channel import DEFAULT_TARGET, channel_target
 from imeireg.client.errors import ImeiregError
 from imeireg.client.exit_codes import ExitCode
 from imeireg.client.models import RegistryInfo, TacModel, Verdict
@@ -41,8 +41,11 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     connection = argparse.ArgumentParser(add_help=False)
     connection.add_argument(
         "--target",
+        type=_target,
         default=os.environ.get("IMEIREG_TARGET", DEFAULT_TARGET),
-        help=f"the service's host:port (default: $IMEIREG_TARGET, else {DEFAULT_TARGET})",
+        help="the service's host:port; several replicas as IP:port,IP:port,... (calls are "
+        "spread over them, and retried on another when one fails); or dns:///name:port "
+        f"for every address of a name (default: $IMEIREG_TARGET, else {DEFAULT_TARGET})",
     )
     connection.add_argument(
         "--timeout",
@@ -110,6 +113,14 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         help="describe the registry snapshot the service answers from",
     )
     info.set_defaults(func=_info)
+
+
+def _target(value: str) -> str:
+    """The gRPC target of a --target value: one target, or comma-separated replicas."""
+    try:
+        return channel_target(value.split(","))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _fail(code: ExitCode, message: str) -> ExitCode:
@@ -242,10 +253,10 @@ def _write_verdicts(verdicts: Iterable[Verdict], args: argparse.Namespace, out: 
             out.write(json.dumps(record) + "\n")
     else:
         rows = ((v.imei, v.status, " ".join(v.reasons)) for v in verdicts)
-        _print_table(("IMEI", "STATUS", "REASONS"), rows, widths=(_IMEI_WIDTH, _STATUS_WIDTH))
+        print_table(("IMEI", "STATUS", "REASONS"), rows, widths=(_IMEI_WIDTH, _STATUS_WIDTH))
 
 
-def _print_table(
+def print_table(
     headers: Sequence[str], rows: Iterable[Sequence[str]], widths: Sequence[int] | None = None
 ) -> None:
     """A rich table on a terminal; otherwise plain columns, one row per line.
@@ -280,7 +291,7 @@ def _tac(args: argparse.Namespace) -> ExitCode:
             models = client.lookup_tacs(args.tacs)
     except ImeiregError as error:
         return _failed_call(error)
-    _print_table(
+    print_table(
         ("TAC", "ALLOCATED", "BARRED", "MANUFACTURER", "MODEL", "BRAND", "TYPE", "SINCE", "BANDS"),
         [_tac_row(model) for model in models],
     )
@@ -317,12 +328,12 @@ def _print_info(info: RegistryInfo) -> None:
     print(f"schema version: {info.schema_version}")
     print(f"allocated TACs: {info.tac_count:,}")
     print()
-    _print_table(("LIST", "ROWS"), [(name, f"{rows:,}") for name, rows in info.rows.items()])
+    print_table(("LIST", "ROWS"), [(name, f"{rows:,}") for name, rows in info.rows.items()])
     print()
     if not info.recent_imports:
         print("no imports yet")
         return
-    _print_table(
+    print_table(
         ("GENERATION", "COMMITTED (UTC)", "LIST", "MODE", "ROWS", "FILE"),
         [
             (

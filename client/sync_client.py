@@ -15,7 +15,7 @@ from imeireg.client.batches import (
     stream_batches,
     tac_batches,
 )
-from imeireg.client.channel import CHANNEL_OPTIONS, DEFAULT_TARGET
+from imeireg.client.channel import CHANNEL_OPTIONS, DEFAULT_TARGET, channel_target
 from imeireg.client.errors import translated
 from imeireg.client.models import (
     RegistryInfo,
@@ -32,17 +32,27 @@ from imeireg.v1.legality_pb2_grpc import LegalityServiceStub
 class Client:
     """A connection to the imeireg service; every call raises ImeiregError when it fails.
 
+    `target` is one gRPC target (`host:port`, or `dns:///name:port` for every
+    replica the name resolves to) or a sequence of replicas' `IP:port`
+    addresses (see channel_target). Calls are spread over the replicas, and a
+    call whose replica goes away before answering is retried on another; a
+    stream that has begun answering is not, so it fails with its replica.
+
     `timeout` is the deadline in seconds of each call; `max_batch` the most
     IMEIs sent in one CheckImeis request (larger inputs take several requests).
     """
 
     def __init__(
-        self, target: str = DEFAULT_TARGET, *, timeout: float = 10.0, max_batch: int = MAX_BATCH
+        self,
+        target: str | Sequence[str] = DEFAULT_TARGET,
+        *,
+        timeout: float = 10.0,
+        max_batch: int = MAX_BATCH,
     ) -> None:
-        self.target = target
+        self.target = channel_target(target)
         self.timeout = timeout
         self.max_batch = check_batch_size(max_batch)
-        self._channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self._channel = grpc.insecure_channel(self.target, options=CHANNEL_OPTIONS)
         self._stub = LegalityServiceStub(self._channel)
 
     def close(self) -> None:

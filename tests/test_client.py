@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from datetime import UTC, date
 from itertools import count, islice
@@ -19,6 +20,7 @@ from support import (
 )
 
 from imeireg.client import AsyncClient, Client, ImeiregError, Verdict
+from imeireg.client.channel import channel_target
 from imeireg.client.models import reason_names
 
 R = SmallRegistry
@@ -230,3 +232,43 @@ def test_reason_bits_decode_in_enum_order() -> None:
     assert reason_names(golden | stolen | registered) == ("REGISTERED", "STOLEN", "GOLDEN")
     assert reason_names(0) == ()
     assert reason_names(1 << 30) == ("30",)  # a reason from a newer server is kept, by number
+
+
+def test_several_addresses_become_one_grpc_address_list() -> None:
+    assert channel_target(["10.0.0.1:50051", "10.0.0.2:50051"]) == (
+        "ipv4:10.0.0.1:50051,10.0.0.2:50051"
+    )
+    assert channel_target(("[fd00::1]:50051", "[fd00::2]:50051")) == (
+        "ipv6:[fd00::1]:50051,[fd00::2]:50051"
+    )
+
+
+def test_one_target_is_used_as_given() -> None:
+    assert channel_target("registry.example:50051") == "registry.example:50051"
+    assert channel_target("dns:///imeireg.svc:50051") == "dns:///imeireg.svc:50051"
+    assert channel_target(["registry.example:50051"]) == "registry.example:50051"
+
+
+@pytest.mark.parametrize(
+    ("addresses", "complaint"),
+    [
+        ([], "no address"),
+        (["registry-a.example:50051", "10.0.0.2:50051"], "give one dns:///name:port target"),
+        (["10.0.0.1:50051", "[fd00::2]:50051"], "IPv4 and IPv6"),
+        (["10.0.0.1", "10.0.0.2:50051"], "expected IPv4:port"),
+        (["fd00::1:50051", "fd00::2:50051"], "expected IPv4:port or [IPv6]:port"),
+    ],
+)
+def test_addresses_that_grpc_cannot_list_in_one_target_are_refused(
+    addresses: list[str], complaint: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(complaint)):
+        Client(addresses)
+
+
+def test_client_names_its_replicas_in_errors() -> None:
+    replicas = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+    with Client(replicas, timeout=5) as client, pytest.raises(ImeiregError) as raised:
+        client.registry_info()
+    assert raised.value.code is grpc.StatusCode.UNAVAILABLE
+    assert str(raised.value).startswith(f"ipv4:{','.join(replicas)}: UNAVAILABLE: ")
