@@ -45,17 +45,22 @@ class TacModel:
 
 @dataclass(frozen=True, slots=True)
 class ImportRecord:
-    """One committed import of a list file."""
+    """One committed import of a list file, or a rollback."""
 
     list_name: str
-    """The list, e.g. "registration" or "gsma-tac"."""
+    """The list, e.g. "registration" or "gsma-tac"; "" for a rollback."""
     mode: str
-    """"full" or "delta"."""
+    """"full", "delta" or "rollback"."""
     file_name: str
     sha256: str
     rows: int
     generation: int
     commit_time: datetime
+    added: int = 0
+    removed: int = 0
+    updated: int = 0
+    rolled_back_to: int = 0
+    """For a rollback: the generation it undid, with all later ones."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,13 +165,19 @@ def registry_info(response: pb.GetRegistryInfoResponse) -> RegistryInfo:
         tac_count=response.tac_count,
         recent_imports=[
             ImportRecord(
-                list_name=_LIST_NAMES.get(record.list, str(record.list)),
+                list_name=_LIST_NAMES.get(record.list, str(record.list))
+                if record.list != pb.REGISTRY_LIST_UNSPECIFIED
+                else "",
                 mode=_MODE_NAMES.get(record.mode, str(record.mode)),
                 file_name=record.file_name,
                 sha256=record.sha256,
                 rows=record.rows,
                 generation=record.generation,
                 commit_time=_utc(record.commit_time),
+                added=record.added,
+                removed=record.removed,
+                updated=record.updated,
+                rolled_back_to=record.rolled_back_to,
             )
             for record in response.recent_imports
         ],

@@ -3,6 +3,9 @@
 `--workers N` forks N processes before any gRPC server starts; each opens the
 store after the fork and binds the same port with SO_REUSEPORT, so the kernel
 spreads connections over the cores.
+
+`--db` may be a symlink to a snapshot (snapshot.py): each process notices when it
+is repointed and switches to the new store between two requests, with no restart.
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ SERVICE_NAME = SERVICE.full_name
 # each with 2 bytes of field framing, is under 0.4 MiB; 1 MiB leaves room and no more.
 MAX_MESSAGE_BYTES = 1 << 20
 assert MAX_IMEIS * (23 + 2 + 15 + 2) < MAX_MESSAGE_BYTES
+MAX_CONNECTION_AGE_MS = 5 * 60 * 1000
+MAX_CONNECTION_AGE_GRACE_MS = 30 * 1000
+# How often each process resolves `--db` to see whether a snapshot symlink was repointed.
+SNAPSHOT_POLL_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,11 @@ async def _serve(options: ServeOptions) -> int:
             ("grpc.so_reuseport", 1),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # Clients re-resolve a DNS name of several replicas when a connection closes:
+            # closing each after a while (calls in flight get the grace to finish) lets
+            # them find replicas added since.
+            ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
+            ("grpc.max_connection_age_grace_ms", MAX_CONNECTION_AGE_GRACE_MS),
         ]
     )
     health_servicer = health.aio.HealthServicer()
@@ -90,33 +102,80 @@ async def _serve(options: ServeOptions) -> int:
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     # The store is opened here, after any fork: LMDB handles must not cross one.
-    index = RegistryIndex(Store.open(options.db))
-    server.add_generic_rpc_handlers((handler(LegalityServicer(LegalityChecker(index, policy))),))
+    db = Path(os.path.realpath(options.db))
+    checker = LegalityChecker(RegistryIndex(Store.open(db)), policy)
+    server.add_generic_rpc_handlers((handler(LegalityServicer(checker)),))
     port = server.add_insecure_port(f"{options.host}:{options.port}")
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info(
         "serving %s on %s:%d, generation %d, policy %s",
-        options.db,
+        db,
         options.host,
         port,
-        index.snapshot.generation,
+        checker.index.snapshot.generation,
         policy.name,
     )
+    following = asyncio.create_task(_follow_snapshots(options.db, db, checker))
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     await stopping.wait()
+    following.cancel()
 
     log.info("draining (up to %.0f s) on %s:%d", options.grace, options.host, port)
     await health_servicer.enter_graceful_shutdown()
     await server.stop(options.grace)
-    index.close()
+    checker.index.close()
     log.info("stopped on %s:%d", options.host, port)
     return 0
+
+
+async def _follow_snapshots(link: Path, current: Path, checker: LegalityChecker) -> None:
+    """Switch `checker` to the store `link` resolves to whenever it resolves elsewhere."""
+    rejected: Path | None = None
+    while True:
+        await asyncio.sleep(SNAPSHOT_POLL_SECONDS)
+        target = Path(os.path.realpath(link))
+        if target in (current, rejected):
+            continue
+        try:
+            # Off the event loop: a large store takes seconds to index. py-lmdb opens every
+            # environment with MDB_NOTLS, so the index's read transaction, begun on the
+            # worker thread, may then be used on the loop's.
+            index = await asyncio.to_thread(_open_index, target)
+        except Exception as error:  # whatever is wrong with it, keep serving the old snapshot
+            log.error(
+                "not switching to snapshot %s (still serving %s generation %d): %s",
+                target,
+                current,
+                checker.index.snapshot.generation,
+                error,
+            )
+            rejected = target
+            continue
+        # Handlers answer a request without awaiting, so no request sees both indexes.
+        previous, checker.index = checker.index, index
+        previous.close()
+        log.info(
+            "switched to snapshot %s generation %d (was %d)",
+            target,
+            index.snapshot.generation,
+            previous.snapshot.generation,
+        )
+        current, rejected = target, None
+
+
+def _open_index(db: Path) -> RegistryIndex:
+    store = Store.open(db)
+    try:
+        return RegistryIndex(store)
+    except BaseException:
+        store.close()
+        raise
 
 
 def configure_logging() -> None:

@@ -1,4 +1,5 @@
-"""The `imeireg` command line: serve, import and demo here; check, tac and info from the client.
+"""The `imeireg` command line: serve, import, history, rollback and demo here; snapshot from
+snapshot.py; check, tac and info from the client.
 
 Exit codes are `imeireg.client.exit_codes.ExitCode`, the same for every command.
 """
@@ -9,17 +10,19 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from imeireg.client import cli as client_cli
 from imeireg.client.exit_codes import ExitCode
-from imeireg.server import app
+from imeireg.server import app, snapshot
+from imeireg.server.deltas import DeltaChecks, import_delta
 from imeireg.server.demo import build_demo
-from imeireg.server.importers import ImportRefused, ImportRejected, import_file
+from imeireg.server.importers import ImportRefused, ImportRejected, import_file, roll_back
 from imeireg.server.policy import Policy, PolicyError
 from imeireg.server.sources import SourceError
-from imeireg.server.store import ListName, Store, StoreError
+from imeireg.server.store import HISTORY_GENERATIONS, ListName, Store, StoreError
 
 log = logging.getLogger("imeireg.server")
 
@@ -52,7 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     db_help = f"registry store directory (default: $IMEIREG_DB or {DEFAULT_DB!r})"
 
     serve = commands.add_parser("serve", help="serve the gRPC API from a registry store")
-    serve.add_argument("--db", type=Path, default=Path(DEFAULT_DB), help=db_help)
+    serve.add_argument(
+        "--db",
+        type=Path,
+        default=Path(DEFAULT_DB),
+        help=db_help + "; a symlink to a snapshot is followed when `snapshot install` repoints it",
+    )
     serve.add_argument(
         "--host",
         default="127.0.0.1",
@@ -78,9 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     imports = commands.add_parser(
         "import",
-        help="replace one list of the registry with a DIRBS-format file",
-        description="Validate the whole file, then replace the list in one transaction "
-        "(a new generation). Any invalid row rejects the file and changes nothing.",
+        help="replace one list of the registry with a DIRBS-format file, or apply a delta",
+        description="Validate the whole file, then replace the list (or, with --delta, add, "
+        "remove and update its entries) in one transaction: a new generation. Any invalid "
+        "row rejects the file and changes nothing.",
     )
     imports.add_argument(
         "list",
@@ -100,7 +109,57 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="import even if the file has fewer than 75%% of the current rows",
     )
+    deltas = imports.add_argument_group(
+        "delta imports",
+        "A delta file has the list's columns plus change_type (add, remove or update). "
+        "By default it is rejected whole when an add already exists, a remove or update "
+        "does not, or one key has two change types; each flag relaxes one check.",
+    )
+    deltas.add_argument(
+        "--delta", action="store_true", help="apply FILE as a delta instead of a full list"
+    )
+    deltas.add_argument(
+        "--allow-existing-adds",
+        action="store_true",
+        help="an add of an entry the list has sets it, like an update",
+    )
+    deltas.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="a remove of an entry the list lacks does nothing; an update of one adds it",
+    )
+    deltas.add_argument(
+        "--allow-conflicts",
+        action="store_true",
+        help="a key given several change types takes its last row's",
+    )
     imports.set_defaults(func=_import)
+
+    history = commands.add_parser(
+        "history",
+        help="list the imports and rollbacks that made the registry, newest first",
+    )
+    history.add_argument("--db", type=Path, default=Path(DEFAULT_DB), help=db_help)
+    history.add_argument(
+        "--limit", type=_positive, default=50, help="at most this many (default: 50)"
+    )
+    history.set_defaults(func=_history)
+
+    rollback = commands.add_parser(
+        "rollback",
+        help="return the registry to its state before a generation, as a new generation",
+        description="Undo the import that committed GENERATION and every later one. The "
+        "rollback is a new generation (servers switch to it with no restart), is logged, "
+        f"and can itself be rolled back. The last {HISTORY_GENERATIONS} generations can be.",
+    )
+    rollback.add_argument(
+        "generation",
+        type=_positive,
+        metavar="GENERATION",
+        help="the generation to undo, with all later ones (see `imeireg history`)",
+    )
+    rollback.add_argument("--db", type=Path, default=Path(DEFAULT_DB), help=db_help)
+    rollback.set_defaults(func=_rollback)
 
     demo = commands.add_parser("demo", help="build the deterministic demo registry")
     demo.add_argument("--db", type=Path, default=Path(DEFAULT_DB), help=db_help)
@@ -112,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=_demo)
 
+    snapshot.add_commands(commands, Path(DEFAULT_DB))
     client_cli.add_commands(commands)
     return parser
 
@@ -138,11 +198,22 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
+    relaxed = args.allow_existing_adds or args.allow_missing or args.allow_conflicts
+    if relaxed and not args.delta:
+        return _fail("--allow-* flags apply to --delta imports only", ExitCode.USAGE)
+    if args.delta and args.force:
+        return _fail("--force applies to full imports only", ExitCode.USAGE)
     store = Store.create(args.db)
     try:
-        record = import_file(
-            store, args.list, args.file, force=args.force, show_progress=sys.stderr.isatty()
-        )
+        if args.delta:
+            checks = DeltaChecks(args.allow_existing_adds, args.allow_missing, args.allow_conflicts)
+            record = import_delta(
+                store, args.list, args.file, checks=checks, show_progress=sys.stderr.isatty()
+            )
+        else:
+            record = import_file(
+                store, args.list, args.file, force=args.force, show_progress=sys.stderr.isatty()
+            )
     except (ImportRejected, SourceError) as error:
         return _fail(str(error), ExitCode.BAD_INPUT)
     except ImportRefused as error:
@@ -150,12 +221,62 @@ def _import(args: argparse.Namespace) -> int:
     finally:
         store.close()
     log.info(
-        "imported %s from %s: %d rows, generation %d (sha256 %s)",
+        "imported %s (%s) from %s: %d rows (%d added, %d removed, %d updated), "
+        "generation %d (sha256 %s)",
         record.list_name,
+        record.mode,
         args.file,
         record.rows,
+        record.added,
+        record.removed,
+        record.updated,
         record.generation,
         record.sha256,
+    )
+    return ExitCode.OK
+
+
+def _history(args: argparse.Namespace) -> int:
+    store = Store.open(args.db)
+    try:
+        with store.read() as txn:
+            records = store.import_log(txn, args.limit)
+            kept = store.history_kept(txn)
+    finally:
+        store.close()
+    header = ("GEN", "COMMITTED (UTC)", "LIST", "MODE", "ROWS", "ADDED", "REMOVED", "UPDATED")
+    rows = [
+        (
+            str(r.generation),
+            time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.committed_at)),
+            r.list_name or "*",
+            r.mode,
+            f"{r.rows:,}",
+            f"{r.added:,}",
+            f"{r.removed:,}",
+            f"{r.updated:,}",
+            r.file_name,
+            r.sha256 or "-",
+        )
+        for r in records
+    ]
+    client_cli.print_table((*header, "FILE", "SHA-256"), rows)
+    if kept:
+        print(f"rollback possible to the state before any generation from {kept} on")
+    return ExitCode.OK
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    store = Store.open(args.db, readonly=False)
+    try:
+        record = roll_back(store, args.generation)
+    finally:
+        store.close()
+    log.info(
+        "rolled back to the state before generation %d: generation %d (%d entries restored)",
+        args.generation,
+        record.generation,
+        record.rows,
     )
     return ExitCode.OK
 

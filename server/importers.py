@@ -34,6 +34,7 @@ from imeireg.server.arrays import sorted_contains, sorted_unique
 from imeireg.server.normalise import SERIAL_BITS, normalise_batch
 from imeireg.server.sources import Header, open_rows, read_columns, read_header, sha256_of
 from imeireg.server.store import (
+    Changes,
     ImportRecord,
     ListName,
     SerialSet,
@@ -78,7 +79,7 @@ class ImportRefused(Exception):
 
 
 @dataclass
-class _Errors:
+class RowErrors:
     """The first errors of a file, in line order, and how many there were."""
 
     path: Path
@@ -103,7 +104,7 @@ class _Builder(Protocol):
     #: The columns `read_fast` needs; empty when the list is always read row by row.
     fast_columns: tuple[str, ...]
 
-    def read(self, header: Header, rows: Rows, errors: _Errors) -> None: ...
+    def read(self, header: Header, rows: Rows, errors: RowErrors) -> None: ...
 
     def read_fast(self, batches: Iterator[list[pa.Array]]) -> bool:
         """Read the whole file from column batches; False if any row needs `read`'s report."""
@@ -112,8 +113,8 @@ class _Builder(Protocol):
     @property
     def rows(self) -> int: ...
 
-    def write(self, writer: StoreWriter) -> BitMap:
-        """Replace the list in the store; return the TACs whose serial sets changed."""
+    def write(self, writer: StoreWriter) -> Changes:
+        """Replace the list in the store; return how it changed."""
         ...
 
 
@@ -137,13 +138,13 @@ def import_file(
     with ThreadPoolExecutor(max_workers=1) as hasher:
         digest = hasher.submit(sha256_of, path)
         if not _read_fast(builder, path, delimiter, header, show_progress=show_progress):
-            errors = _Errors(path)
+            errors = RowErrors(path)
             with open_rows(path, delimiter, show_progress=show_progress) as (header, rows):
                 builder.read(header, rows, errors)
             errors.raise_if_any()
     with store.write() as writer:
         _refuse_if_much_smaller(writer, list_name, builder.rows, path, force=force)
-        touched = builder.write(writer)
+        changes = builder.write(writer)
         writer.set_rows(list_name, builder.rows)
         return writer.commit_generation(
             list_name,
@@ -151,7 +152,7 @@ def import_file(
             file_name=path.name,
             sha256=digest.result(),
             rows=builder.rows,
-            touched=touched,
+            changes=changes,
         )
 
 
@@ -217,12 +218,18 @@ def import_serial_sets(
     """
     with store.write() as writer:
         _refuse_if_much_smaller(writer, list_name, rows, source, force=force)
-        touched = BitMap()
+        added = removed = 0
         for which, bitmaps in sets.items():
-            touched |= writer.replace_serial_set(which, bitmaps)
+            changes = writer.replace_serial_set(which, bitmaps)
+            added, removed = added + changes.added, removed + changes.removed
         writer.set_rows(list_name, rows)
         return writer.commit_generation(
-            list_name, mode="full", file_name=source, sha256="", rows=rows, touched=touched
+            list_name,
+            mode="full",
+            file_name=source,
+            sha256="",
+            rows=rows,
+            changes=Changes(added, removed),
         )
 
 
@@ -237,13 +244,13 @@ def _refuse_if_much_smaller(
         )
 
 
-class _ImeiColumn:
+class ImeiColumn:
     """One IMEI column, validated a chunk at a time.
 
     Each row carries a small tag, e.g. complete or provisional registration.
     """
 
-    def __init__(self, column: str, errors: _Errors) -> None:
+    def __init__(self, column: str, errors: RowErrors) -> None:
         self.column = column
         self._errors = errors
         self._texts: list[str] = []
@@ -306,7 +313,7 @@ def bitmaps_by_tac(keys: U64) -> Iterator[tuple[int, BitMap]]:
         yield int(tacs[start]), BitMap(array("I", serials[start:end].tobytes()))
 
 
-def _well_formed(header: Header, rows: Rows, errors: _Errors) -> Rows:
+def well_formed(header: Header, rows: Rows, errors: RowErrors) -> Rows:
     """The rows with as many fields as the header; the others are errors."""
     width = header.width
     for line, row in rows:
@@ -339,10 +346,10 @@ class _ImeiSetBuilder:
         self._members = np.empty(0, np.uint64)
         self._rows = 0
 
-    def read(self, header: Header, rows: Rows, errors: _Errors) -> None:
-        imeis = _ImeiColumn(self.columns[0], errors)
+    def read(self, header: Header, rows: Rows, errors: RowErrors) -> None:
+        imeis = ImeiColumn(self.columns[0], errors)
         pick = header.picker(self.columns)
-        for line, row in _well_formed(header, rows, errors):
+        for line, row in well_formed(header, rows, errors):
             imei, *extra = pick(row)
             kept, problem = (
                 self._keep([field.strip() for field in extra]) if self._keep else (True, None)
@@ -369,12 +376,12 @@ class _ImeiSetBuilder:
     def rows(self) -> int:
         return self._rows
 
-    def write(self, writer: StoreWriter) -> BitMap:
+    def write(self, writer: StoreWriter) -> Changes:
         return writer.replace_serial_set(self._target, bitmaps_by_tac(self._members))
 
 
 _COMPLETE, _PROVISIONAL = 0, 1
-_COMPLETE_STATUSES = pa.array(["", "whitelist"])
+COMPLETE_STATUSES = pa.array(["", "whitelist"])
 
 
 class _RegistrationBuilder:
@@ -390,11 +397,11 @@ class _RegistrationBuilder:
         self._complete = np.empty(0, np.uint64)
         self._provisional = np.empty(0, np.uint64)
 
-    def read(self, header: Header, rows: Rows, errors: _Errors) -> None:
-        imeis = _ImeiColumn("approved_imei", errors)
+    def read(self, header: Header, rows: Rows, errors: RowErrors) -> None:
+        imeis = ImeiColumn("approved_imei", errors)
         pick = header.picker(("approved_imei", "status"))
         add = imeis.add
-        for line, row in _well_formed(header, rows, errors):
+        for line, row in well_formed(header, rows, errors):
             imei, status = pick(row)
             complete = not status or status.strip().lower() in ("", "whitelist")
             add(line, imei.strip(), _COMPLETE if complete else _PROVISIONAL)
@@ -410,7 +417,7 @@ class _RegistrationBuilder:
             found.append(keys)
             normalised = pc.utf8_lower(pc.utf8_trim_whitespace(status))
             complete.append(
-                pc.is_in(normalised, value_set=_COMPLETE_STATUSES).to_numpy(zero_copy_only=False)
+                pc.is_in(normalised, value_set=COMPLETE_STATUSES).to_numpy(zero_copy_only=False)
             )
         if found:
             self._sort(np.concatenate(found), np.concatenate(complete))
@@ -426,11 +433,13 @@ class _RegistrationBuilder:
     def rows(self) -> int:
         return len(self._complete) + len(self._provisional)
 
-    def write(self, writer: StoreWriter) -> BitMap:
-        touched = writer.replace_serial_set(SerialSet.REGISTERED, bitmaps_by_tac(self._complete))
-        return touched | writer.replace_serial_set(
+    def write(self, writer: StoreWriter) -> Changes:
+        # Counted per set: a registration turning complete counts as one removed, one added.
+        complete = writer.replace_serial_set(SerialSet.REGISTERED, bitmaps_by_tac(self._complete))
+        provisional = writer.replace_serial_set(
             SerialSet.PROVISIONAL, bitmaps_by_tac(self._provisional)
         )
+        return Changes(complete.added + provisional.added, complete.removed + provisional.removed)
 
 
 class _RowsOnly:
@@ -451,36 +460,46 @@ class _PairingBuilder(_RowsOnly):
         self._pairs: dict[bytes, bytes] = {}
         self._keys = np.empty(0, np.uint64)
 
-    def read(self, header: Header, rows: Rows, errors: _Errors) -> None:
-        imeis = _ImeiColumn("imei", errors)
+    def read(self, header: Header, rows: Rows, errors: RowErrors) -> None:
+        imeis = ImeiColumn("imei", errors)
         subscribers: dict[int, tuple[str, str]] = {}
         pick = header.picker(self.columns)
-        for line, row in _well_formed(header, rows, errors):
+        for line, row in well_formed(header, rows, errors):
             imei, imsi, msisdn = (field.strip() for field in pick(row))
-            if not (is_digits(imsi) and 6 <= len(imsi) <= 15):
-                errors.add(line, f"imsi {imsi!r} is not an IMSI (6 to 15 digits expected)")
-            elif msisdn and not (is_digits(msisdn.removeprefix("+")) and len(msisdn) <= 16):
-                errors.add(line, f"msisdn {msisdn!r} is not an MSISDN (up to 15 digits expected)")
+            if problem := pairing_problem(imsi, msisdn):
+                errors.add(line, problem)
             subscribers[line] = (imsi, msisdn)
             imeis.add(line, imei)
         keys, _, lines = imeis.finish()
-        mask = (1 << SERIAL_BITS) - 1
         for key, line in zip(keys.tolist(), lines.tolist(), strict=True):
             imsi, msisdn = subscribers[line]
-            body = f"{key >> SERIAL_BITS:08d}{key & mask:06d}"
-            self._pairs[pair_key(body, imsi)] = msisdn.encode("ascii")
+            self._pairs[pair_key(pair_body(key), imsi)] = msisdn.encode("ascii")
         self._keys = sorted_unique(keys)
 
     @property
     def rows(self) -> int:
         return len(self._pairs)
 
-    def write(self, writer: StoreWriter) -> BitMap:
-        writer.replace_records(writer.store.pairs, self._pairs)
-        return writer.replace_serial_set(SerialSet.PAIRED, bitmaps_by_tac(self._keys))
+    def write(self, writer: StoreWriter) -> Changes:
+        writer.replace_serial_set(SerialSet.PAIRED, bitmaps_by_tac(self._keys))
+        return writer.replace_records(writer.store.pairs, self._pairs)
 
 
-def _parse_tac(text: str) -> int | None:
+def pairing_problem(imsi: str, msisdn: str) -> str | None:
+    """What is wrong with a pairing's IMSI and MSISDN, if anything."""
+    if not (is_digits(imsi) and 6 <= len(imsi) <= 15):
+        return f"imsi {imsi!r} is not an IMSI (6 to 15 digits expected)"
+    if msisdn and not (is_digits(msisdn.removeprefix("+")) and len(msisdn) <= 16):
+        return f"msisdn {msisdn!r} is not an MSISDN (up to 15 digits expected)"
+    return None
+
+
+def pair_body(key: int) -> str:
+    """The 14-digit body of an IMEI key."""
+    return f"{key >> SERIAL_BITS:08d}{key & ((1 << SERIAL_BITS) - 1):06d}"
+
+
+def parse_tac(text: str) -> int | None:
     return int(text) if len(text) == TAC_DIGITS and is_digits(text) else None
 
 
@@ -496,61 +515,69 @@ def iso_date_of_gsma(text: str) -> str | None:
     return f"{parts[2]}-{month:02d}-{day:02d}"
 
 
+GSMA_COLUMNS = ("tac", "manufacturer", "model_name", "bands", "allocation_date", "device_type")
+
+
+class GsmaRows:
+    """Reads rows of the GSMA TAC database: a TAC and its model record, or what is wrong."""
+
+    def __init__(self, header: Header) -> None:
+        self._pick = header.picker(GSMA_COLUMNS)
+        self._brand = header.picker(("brand_name",)) if "brand_name" in header.positions else None
+
+    def parse(self, row: list[str]) -> tuple[int, bytes] | str:
+        text, manufacturer, model, bands, allocated, device_type = (
+            field.strip() for field in self._pick(row)
+        )
+        tac = parse_tac(text)
+        if tac is None:
+            return f"tac {text!r} is not a TAC (8 digits expected)"
+        date = iso_date_of_gsma(allocated) if allocated else ""
+        if date is None:
+            return f"allocation_date {allocated!r} is not a date like 15-Mar-2019"
+        record = {
+            "manufacturer": manufacturer,
+            "model_name": model,
+            "brand_name": self._brand(row)[0].strip() if self._brand else "",
+            "device_type": device_type,
+            "bands": bands,
+            "allocation_date": date,
+        }
+        return tac, json.dumps(record).encode()
+
+
 class _GsmaBuilder(_RowsOnly):
     """The GSMA TAC database: the allocated TACs and their model records."""
 
-    columns: tuple[str, ...] = (
-        "tac",
-        "manufacturer",
-        "model_name",
-        "bands",
-        "allocation_date",
-        "device_type",
-    )
+    columns: tuple[str, ...] = GSMA_COLUMNS
 
     def __init__(self) -> None:
         self._records: dict[bytes, bytes] = {}
         self._tacs = BitMap()
 
-    def read(self, header: Header, rows: Rows, errors: _Errors) -> None:
+    def read(self, header: Header, rows: Rows, errors: RowErrors) -> None:
         first_line: dict[int, int] = {}
-        pick = header.picker(self.columns)
-        brand = header.picker(("brand_name",)) if "brand_name" in header.positions else None
-        for line, row in _well_formed(header, rows, errors):
-            text, manufacturer, model, bands, allocated, device_type = (
-                field.strip() for field in pick(row)
-            )
-            tac = _parse_tac(text)
-            date = iso_date_of_gsma(allocated) if allocated else ""
-            if tac is None:
-                errors.add(line, f"tac {text!r} is not a TAC (8 digits expected)")
+        gsma = GsmaRows(header)
+        for line, row in well_formed(header, rows, errors):
+            parsed = gsma.parse(row)
+            if isinstance(parsed, str):
+                errors.add(line, parsed)
                 continue
-            if date is None:
-                errors.add(line, f"allocation_date {allocated!r} is not a date like 15-Mar-2019")
-                continue
+            tac, record = parsed
             if tac in first_line:
-                errors.add(line, f"tac {text} repeats line {first_line[tac]}")
+                errors.add(line, f"tac {tac:08d} repeats line {first_line[tac]}")
                 continue
             first_line[tac] = line
-            record = {
-                "manufacturer": manufacturer,
-                "model_name": model,
-                "brand_name": brand(row)[0].strip() if brand else "",
-                "device_type": device_type,
-                "bands": bands,
-                "allocation_date": date,
-            }
-            self._records[text.encode("ascii")] = json.dumps(record).encode()
+            self._records[f"{tac:08d}".encode("ascii")] = record
             self._tacs.add(tac)
 
     @property
     def rows(self) -> int:
         return len(self._tacs)
 
-    def write(self, writer: StoreWriter) -> BitMap:
-        writer.replace_records(writer.store.gsma, self._records)
+    def write(self, writer: StoreWriter) -> Changes:
         writer.replace_tac_set(TacSet.ALLOCATED, self._tacs)
-        return BitMap()
+        return writer.replace_records(writer.store.gsma, self._records)
 
 
 class _BarredTacBuilder(_RowsOnly):
@@ -561,11 +588,11 @@ class _BarredTacBuilder(_RowsOnly):
     def __init__(self) -> None:
         self._tacs = BitMap()
 
-    def read(self, header: Header, rows: Rows, errors: _Errors) -> None:
+    def read(self, header: Header, rows: Rows, errors: RowErrors) -> None:
         pick = header.picker(self.columns)
-        for line, row in _well_formed(header, rows, errors):
+        for line, row in well_formed(header, rows, errors):
             text = pick(row)[0].strip()
-            tac = _parse_tac(text)
+            tac = parse_tac(text)
             if tac is None:
                 errors.add(line, f"tac {text!r} is not a TAC (8 digits expected)")
             else:
@@ -575,12 +602,11 @@ class _BarredTacBuilder(_RowsOnly):
     def rows(self) -> int:
         return len(self._tacs)
 
-    def write(self, writer: StoreWriter) -> BitMap:
-        writer.replace_tac_set(TacSet.BARRED, self._tacs)
-        return BitMap()
+    def write(self, writer: StoreWriter) -> Changes:
+        return writer.replace_tac_set(TacSet.BARRED, self._tacs)
 
 
-def _stolen_status(fields: list[str]) -> tuple[bool, str | None]:
+def stolen_status(fields: list[str]) -> tuple[bool, str | None]:
     reporting_date, status = fields
     if reporting_date and not _is_reporting_date(reporting_date):
         return False, f"reporting_date {reporting_date!r} is not a date like 20200418 or 2020-04-18"
@@ -599,7 +625,7 @@ _BUILDERS: dict[ListName, Callable[[], tuple[_Builder, str]]] = {
     ListName.GSMA_TAC: lambda: (_GsmaBuilder(), "|"),
     ListName.REGISTRATION: lambda: (_RegistrationBuilder(), ","),
     ListName.STOLEN: lambda: (
-        _ImeiSetBuilder(SerialSet.STOLEN, "imei", ("reporting_date", "status"), _stolen_status),
+        _ImeiSetBuilder(SerialSet.STOLEN, "imei", ("reporting_date", "status"), stolen_status),
         ",",
     ),
     ListName.BARRED: lambda: (_ImeiSetBuilder(SerialSet.BARRED, "imei"), ","),
@@ -607,3 +633,27 @@ _BUILDERS: dict[ListName, Callable[[], tuple[_Builder, str]]] = {
     ListName.GOLDEN: lambda: (_ImeiSetBuilder(SerialSet.GOLDEN, "golden_imei"), ","),
     ListName.PAIRING: lambda: (_PairingBuilder(), ","),
 }
+
+
+def list_format(list_name: ListName) -> tuple[tuple[str, ...], str]:
+    """The columns a full file of `list_name` must have, and its delimiter."""
+    builder, delimiter = _BUILDERS[list_name]()
+    return builder.columns, delimiter
+
+
+def roll_back(store: Store, before: int) -> ImportRecord:
+    """Return the registry to its state before generation `before`, as a new generation.
+
+    Replays the before-images that every import keeps (see store.py), newest first;
+    the rollback is logged like an import and can itself be rolled back.
+    """
+    with store.write() as writer:
+        replayed = writer.roll_back(before)
+        return writer.commit_generation(
+            None,
+            mode="rollback",
+            file_name=f"state before generation {before}",
+            sha256="",
+            rows=replayed,
+            rolled_back_to=before,
+        )

@@ -3,8 +3,8 @@
 Each request first calls `refresh()`, which costs one LMDB read transaction when
 nothing changed. When an import has committed a new generation, the index pins
 the new snapshot, re-reads only the segments of the TACs that the new
-generations changed, and reassembles the fact table (segments.py), so the next
-request is answered from the new snapshot with no restart, and every answer
+generations changed, and splices them into the fact table (segments.py), so the
+next request is answered from the new snapshot with no restart, and every answer
 comes from exactly one generation.
 """
 
@@ -47,7 +47,6 @@ class RegistryIndex:
         self.store = store
         self._txn: lmdb.Transaction | None = None
         self._snapshot_raw = b""
-        self._segments: dict[int, bytes] = {}
         self._allocated = FrozenBitMap()
         self._barred_tacs = FrozenBitMap()
         self._table = FactTable.assemble({}, (), ())
@@ -69,31 +68,40 @@ class RegistryIndex:
             return self.snapshot
         previous = self.snapshot.generation
         snapshot = self.store.snapshot(txn)
-        self._reload_segments(txn, previous, snapshot.generation)
         self._allocated = self.store.tac_set(txn, TacSet.ALLOCATED)
         self._barred_tacs = self.store.tac_set(txn, TacSet.BARRED)
-        self._table = FactTable.assemble(self._segments, self._allocated, self._barred_tacs)
+        changed = self._changed_since(txn, previous, snapshot.generation)
+        if changed is None:
+            segments = self.store.segments_by_tac(txn)
+            self._table = FactTable.assemble(segments, self._allocated, self._barred_tacs)
+        elif changed:
+            self._table = self._table.splice(
+                np.array(changed.to_array(), dtype=np.uint64),
+                self.store.segments_by_tac(txn, changed),
+                self._allocated,
+                self._barred_tacs,
+            )
         if self._txn is not None:
             log.info("now answering from generation %d (was %d)", snapshot.generation, previous)
             self._txn.abort()
         self._txn, self._snapshot_raw, self.snapshot = txn, raw, snapshot
         return snapshot
 
-    def _reload_segments(self, txn: lmdb.Transaction, previous: int, current: int) -> None:
-        changed: set[int] = set()
+    def _changed_since(
+        self, txn: lmdb.Transaction, previous: int, current: int
+    ) -> FrozenBitMap | None:
+        """The TACs generations previous+1..current changed; None when the table is to be built
+        whole: on the first load, or when a generation has no change record or the store
+        went back (a different store under the same path)."""
+        if self._txn is None or current <= previous:
+            return None
+        changed = FrozenBitMap()
         for generation in range(previous + 1, current + 1):
             tacs = self.store.changed_tacs(txn, generation)
             if tacs is None:
-                break
-            changed.update(tacs)
-        else:
-            if self._segments and current > previous:
-                for tac in changed:
-                    self._segments.pop(tac, None)
-                self._segments.update(self.store.segments_by_tac(txn, changed))
-                return
-        # First load, a generation with no change record, or a store that went back.
-        self._segments = self.store.segments_by_tac(txn)
+                return None
+            changed |= tacs
+        return changed
 
     def facts(self, batch: ImeiBatch, imsis: Sequence[str], home_mccs: frozenset[str]) -> U32:
         """The fact bits of every IMEI of a batch; `imsis` is empty or aligned with it."""

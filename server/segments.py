@@ -15,11 +15,12 @@ bitmaps; the server only concatenates them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+from pyroaring import AbstractBitMap
 
 from imeireg.server import facts
 from imeireg.server.arrays import sorted_contains, sorted_unique
@@ -43,6 +44,8 @@ _NO_KEY = np.iinfo(np.uint64).max
 # A segment as stored: (point, facts) pairs, little-endian.
 SEGMENT_DTYPE = np.dtype([("point", "<u4"), ("facts", "<u2")])
 UNLISTED = np.array([(0, facts.NOT_REGISTERED)], dtype=SEGMENT_DTYPE).tobytes()
+# The one row of a TAC in no list and no TAC set.
+_GAP_SEGMENT = np.array([(0, GAP)], dtype=SEGMENT_DTYPE).tobytes()
 
 
 def segments_of(members: Mapping[int, U64], tacs: U64) -> dict[int, bytes]:
@@ -81,6 +84,68 @@ def segments_of(members: Mapping[int, U64], tacs: U64) -> dict[int, bytes]:
         for tac, start, stop in zip(
             tacs.tolist(), cuts.tolist(), [*cuts[1:].tolist(), len(packed)], strict=True
         )
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """IMEI keys (sorted, distinct) that joined and left the serial set of one fact bit."""
+
+    bit: int
+    added: U64
+    removed: U64
+
+
+def patch_segments(old: Mapping[int, bytes], tacs: U32, edits: Sequence[Edit]) -> dict[int, bytes]:
+    """The segments of `tacs` after `edits`, from their `old` segments (absent: unlisted).
+
+    Every segment starts at serial 0, so the segments of sorted TACs, concatenated,
+    are one step function over the key space. Each edited key gets its own step,
+    holding its old facts with the edits' bits set or cleared, and the old facts
+    resume one key later; steps that repeat their predecessor's facts are dropped.
+    The result is what `segments_of` computes from the edited sets, in a time that
+    depends on the segments' size, not on how many serials the TACs hold.
+    """
+    parts = [old.get(tac, UNLISTED) for tac in tacs.tolist()]
+    edited = sorted_unique(np.concatenate([k for e in edits for k in (e.added, e.removed)]))
+    if not len(edited):
+        return dict(zip(tacs.tolist(), parts, strict=True))
+    packed = np.frombuffer(b"".join(parts), dtype=SEGMENT_DTYPE)
+    lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
+    lengths //= SEGMENT_DTYPE.itemsize
+    owners = np.repeat(tacs.astype(np.uint64), lengths)
+    steps = (owners << np.uint64(SERIAL_BITS)) | packed["point"].astype(np.uint64)
+    values = packed["facts"].astype(np.int64)
+
+    set_bits = np.zeros(len(edited), dtype=np.int64)
+    clear_bits = np.zeros(len(edited), dtype=np.int64)
+    for edit in edits:
+        set_bits[np.searchsorted(edited, edit.added)] |= edit.bit
+        clear_bits[np.searchsorted(edited, edit.removed)] |= edit.bit
+
+    def before(keys: U64) -> npt.NDArray[np.int64]:
+        found: npt.NDArray[np.int64] = values[np.searchsorted(steps, keys, side="right") - 1]
+        return found
+
+    after = (before(edited) | set_bits) & ~clear_bits & ~facts.NOT_REGISTERED
+    after[(after & _REGISTRATION) == 0] |= facts.NOT_REGISTERED
+    resumes = edited + np.uint64(1)
+    resumes = resumes[~sorted_contains(edited, resumes)]
+    kept = ~sorted_contains(edited, steps)
+    keys = np.concatenate([steps[kept], edited, resumes])
+    found = np.concatenate([values[kept], after, before(resumes)])
+    order = np.argsort(keys, kind="stable")
+    keys, found = keys[order], found[order]
+    owners = keys >> np.uint64(SERIAL_BITS)
+    first = np.r_[True, owners[1:] != owners[:-1]]
+    keep = first | np.r_[True, found[1:] != found[:-1]]
+    result = np.empty(int(keep.sum()), dtype=SEGMENT_DTYPE)
+    result["point"] = keys[keep] & np.uint64(END_OF_TAC - 1)
+    result["facts"] = found[keep]
+    cuts = np.flatnonzero(first[keep]).tolist()
+    return {
+        tac: result[start:stop].tobytes()
+        for tac, start, stop in zip(tacs.tolist(), cuts, [*cuts[1:], len(result)], strict=True)
     }
 
 
@@ -136,6 +201,64 @@ class FactTable:
         found[~is_end] = packed["facts"] | np.repeat(base.astype(np.uint16), lengths)
         owners[1:] = np.repeat(tacs, lengths + 1)
         return cls((owners << np.uint64(SERIAL_BITS)) + points, found)
+
+    def splice(
+        self,
+        tacs: U64,
+        segments: Mapping[int, bytes],
+        allocated: AbstractBitMap,
+        barred: AbstractBitMap,
+    ) -> FactTable:
+        """This table with the rows of `tacs` (sorted, distinct) replaced by their new facts.
+
+        Each TAC owns the keys from its serial 0 up to the next TAC's serial 0. Its new
+        rows come from its segment and TAC-level facts, or are one GAP row when it is
+        in none; after them, the facts that held at the next TAC's first key resume.
+        Costs a copy of the table, not an assembly of every TAC.
+        """
+        size = int(np.searchsorted(self.keys, _NO_KEY))
+        keys, found = self.keys[:size], self.facts[:size]
+        shift = np.uint64(SERIAL_BITS)
+        starts, ends = tacs << shift, (tacs + np.uint64(1)) << shift
+        # Old rows to drop: those within any spliced TAC's key range.
+        drop = np.zeros(size + 1, dtype=np.int64)
+        np.add.at(drop, np.searchsorted(keys, starts), 1)
+        np.add.at(drop, np.searchsorted(keys, ends), -1)
+        kept = np.cumsum(drop[:-1]) == 0
+
+        listed = [t in allocated or t in barred or t in segments for t in tacs.tolist()]
+        parts = [
+            segments.get(tac, UNLISTED) if present else _GAP_SEGMENT
+            for tac, present in zip(tacs.tolist(), listed, strict=True)
+        ]
+        packed = np.frombuffer(b"".join(parts), dtype=SEGMENT_DTYPE)
+        lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
+        lengths //= SEGMENT_DTYPE.itemsize
+        base = np.array(
+            [
+                (0 if tac in allocated else facts.TAC_UNALLOCATED)
+                | (facts.TAC_BARRED if tac in barred else 0)
+                if present
+                else 0
+                for tac, present in zip(tacs.tolist(), listed, strict=True)
+            ],
+            dtype=np.uint16,
+        )
+        new_keys = np.repeat(starts, lengths) + packed["point"]
+        new_facts = packed["facts"] | np.repeat(base, lengths)
+        resumed = found[np.searchsorted(keys, ends, side="right") - 1]
+        # The resumed facts of one TAC come before the next TAC's own first row, which wins.
+        inserted_keys = np.concatenate([new_keys, ends])
+        inserted_facts = np.concatenate([new_facts, resumed])
+        order = np.lexsort((np.r_[np.ones(len(new_keys)), np.zeros(len(ends))], inserted_keys))
+        inserted_keys, inserted_facts = inserted_keys[order], inserted_facts[order]
+
+        kept_keys = keys[kept]
+        at = np.searchsorted(kept_keys, inserted_keys)
+        merged_keys = np.insert(kept_keys, at, inserted_keys)
+        merged_facts = np.insert(found[kept], at, inserted_facts)
+        changes = np.r_[True, merged_facts[1:] != merged_facts[:-1]]
+        return FactTable(merged_keys[changes], merged_facts[changes])
 
     def lookup(self, keys: U64) -> U16:
         """The facts of each IMEI key (``tac << SERIAL_BITS | serial``)."""

@@ -20,7 +20,7 @@ from grpc_status import rpc_status
 from imeireg.imei import TAC_DIGITS, is_digits
 from imeireg.server.columns import TextColumn
 from imeireg.server.legality import SMALL_BATCH, LegalityChecker
-from imeireg.server.store import SCHEMA_VERSION, ImportRecord, ListName, Snapshot
+from imeireg.server.store import SCHEMA_VERSION, ImportRecord, Snapshot
 from imeireg.server.wire import (
     CheckRequest,
     encode_response,
@@ -200,13 +200,17 @@ class LegalityServicer:
 
 def _import_record(record: ImportRecord) -> pb.ImportRecord:
     return pb.ImportRecord(
-        list=list_enum(ListName(record.list_name)),
+        list=list_enum(record.list_name) if record.list_name else pb.REGISTRY_LIST_UNSPECIFIED,
         mode=pb.ImportMode.Value("IMPORT_MODE_" + record.mode.upper()),
         file_name=record.file_name,
         sha256=record.sha256,
         rows=record.rows,
         generation=record.generation,
         commit_time=_timestamp(record.committed_at),
+        added=record.added,
+        removed=record.removed,
+        updated=record.updated,
+        rolled_back_to=record.rolled_back_to,
     )
 
 

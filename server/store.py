@@ -10,10 +10,18 @@ Layout (named databases):
   <set>       per serial set (registered, provisional, stolen, barred, golden, paired):
               TAC as 4 big-endian bytes → serialized 32-bit roaring bitmap of 6-digit serials
   segments    TAC → its fact-table segment (see segments.py), derived from its serial sets
+  undo        generation + database + key → the value it replaced (the history that
+              `rollback` replays backwards; kept for the last HISTORY_GENERATIONS)
 
 LMDB gives one writer and many reader processes over MVCC snapshots: an import is
 one write transaction, readers keep their snapshot until it commits, and a
 crash never loses a committed generation.
+
+Every write of an import goes through StoreWriter, which first copies the value
+it replaces into `undo` under the new generation (once per key). Rolling back to
+the state before generation G replays those before-images from the newest
+generation down to G, as one more generation. Bitmaps are compressed, so a
+generation's before-images cost about what the data it replaced costs.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import json
 import struct
 import time
+from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -30,13 +39,15 @@ from typing import Any
 
 import lmdb
 import numpy as np
+import numpy.typing as npt
 from pyroaring import AbstractBitMap, BitMap, FrozenBitMap
 
 from imeireg.server import facts
+from imeireg.server.arrays import sorted_unique
 from imeireg.server.normalise import SERIAL_BITS
-from imeireg.server.segments import HAS_PAIRING, UNLISTED, segments_of
+from imeireg.server.segments import HAS_PAIRING, UNLISTED, Edit, patch_segments, segments_of
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Virtual address space only: LMDB grows the file as data is written.
 MAP_SIZE = 1 << 40
 _MAX_DBS = 16
@@ -47,9 +58,15 @@ _ROWS_PREFIX = b"rows:"
 _SNAPSHOT = struct.Struct(">Qd")
 _GENERATION = struct.Struct(">Q")
 _TAC_KEY = struct.Struct(">I")
+U64 = npt.NDArray[np.uint64]
 _COUNT = struct.Struct(">Q")
 # Segments are rebuilt this many TACs at a time, so memory stays bounded at any scale.
 _SEGMENT_TACS = 4096
+#: Generations whose before-images are kept, so that `rollback` can go back this far.
+HISTORY_GENERATIONS = 100
+# An undo value is a marker byte, then the value replaced when the key existed.
+_ABSENT, _PRESENT = b"\x00", b"\x01"
+_REPLACED = b"R"  # under the key (generation, database): the whole database was replaced
 
 
 class StoreError(Exception):
@@ -107,15 +124,28 @@ class Snapshot:
 
 @dataclass(frozen=True, slots=True)
 class ImportRecord:
-    """The log entry of one committed import."""
+    """The log entry of one committed import or rollback."""
 
-    list_name: str
-    mode: str  # "full" or "delta"
+    list_name: str  # a ListName value; "" for a rollback
+    mode: str  # "full", "delta" or "rollback"
     file_name: str
     sha256: str
-    rows: int
+    rows: int  # distinct entries in the file (full, delta) or restored (rollback)
     generation: int
     committed_at: float
+    added: int = 0  # entries the list gained
+    removed: int = 0  # entries it lost
+    updated: int = 0  # entries kept with a new value (status, model record, MSISDN)
+    rolled_back_to: int = 0  # a rollback's target: the state before this generation
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What one import did to its list, for the log."""
+
+    added: int = 0
+    removed: int = 0
+    updated: int = 0
 
 
 def tac_key(tac: int) -> bytes:
@@ -155,7 +185,13 @@ class Store:
         self.gsma = env.open_db(b"gsma", create=False)
         self.pairs = env.open_db(b"pairs", create=False)
         self.segments = env.open_db(b"segments", create=False)
+        self.undo = env.open_db(b"undo", create=False)
         self.serial_sets = {s: env.open_db(s.value.encode(), create=False) for s in SerialSet}
+        # The databases an import changes, by their one-byte code in `undo` keys.
+        self.undoable: dict[int, Any] = dict(
+            enumerate([self.meta, self.tac_sets, self.gsma, self.pairs, *self.serial_sets.values()])
+        )
+        self.undo_code = {id(db): code for code, db in self.undoable.items()}
 
     @classmethod
     def open(cls, path: str | Path, *, readonly: bool = True) -> Store:
@@ -170,7 +206,8 @@ class Store:
                 str(path), readonly=readonly, create=False, map_size=MAP_SIZE, max_dbs=_MAX_DBS
             )
         except lmdb.Error as error:
-            raise StoreError(f"{path} is not a readable LMDB store: {error}") from error
+            purpose = "readable" if readonly else "writable"
+            raise StoreError(f"{path} is not a {purpose} LMDB store: {error}") from error
         try:
             store = cls(env, path)
             with env.begin(db=store.meta) as txn:
@@ -205,6 +242,7 @@ class Store:
                     "gsma",
                     "pairs",
                     "segments",
+                    "undo",
                     *SerialSet,
                 ):
                     env.open_db(str(name).encode(), txn=txn)
@@ -231,7 +269,7 @@ class Store:
             raise StoreError(
                 f"{self.path}: the store is full ({error}); nothing was changed"
             ) from error
-        except (lmdb.ReadonlyError, lmdb.DiskError) as error:
+        except lmdb.Error as error:  # read-only, disk full, file size limit, I/O error, ...
             raise StoreError(f"{self.path}: cannot write ({error}); nothing was changed") from error
 
     # Reads, all within a caller's transaction so that they see one snapshot.
@@ -256,6 +294,14 @@ class Store:
                 if limit is not None and len(records) >= limit:
                     break
         return records
+
+    def history_kept(self, txn: lmdb.Transaction) -> int:
+        """The oldest generation whose before-images are kept (0 when there are none)."""
+        cursor = txn.cursor(db=self.undo)
+        if not cursor.first():
+            return 0
+        generation: int = _GENERATION.unpack(bytes(cursor.key()[: _GENERATION.size]))[0]
+        return generation
 
     def changed_tacs(self, txn: lmdb.Transaction, generation: int) -> FrozenBitMap | None:
         """TACs whose serial sets `generation` changed; None when it is not recorded."""
@@ -290,23 +336,76 @@ class Store:
 
 
 class StoreWriter:
-    """The write side of one import transaction."""
+    """The write side of one import transaction: the next generation, with its before-images.
+
+    Every change goes through `put`, `delete` or `_replace_db`, which first copy what they
+    replace into `undo`. The writer also gathers which TACs the generation changed: whose
+    segments must be recomputed, and which the serving index must re-read.
+    """
 
     def __init__(self, store: Store, txn: lmdb.Transaction) -> None:
         self.store = store
         self.txn = txn
+        self.generation = store.snapshot(txn).generation + 1
+        self._undo_prefix = _GENERATION.pack(self.generation)
+        # Databases this generation replaced whole: their every old entry is kept already.
+        self._replaced: set[int] = set()
+        #: TACs whose serial sets were replaced: their segments are recomputed at commit.
+        self.stale_segments = BitMap()
+        #: TACs whose facts may have changed in any way: what a serving index re-reads.
+        self.changed = BitMap()
+
+    # Writes that keep their before-image.
+
+    def put(self, db: Any, key: bytes, value: bytes) -> None:
+        self._remember(db, key)
+        self.txn.put(key, value, db=db)
+
+    def delete(self, db: Any, key: bytes) -> None:
+        self._remember(db, key)
+        self.txn.delete(key, db=db)
+
+    def _undo_key(self, db: Any, key: bytes = b"") -> bytes:
+        return self._undo_prefix + bytes((self.store.undo_code[id(db)],)) + key
+
+    def _remember(self, db: Any, key: bytes) -> None:
+        if self.store.undo_code[id(db)] in self._replaced:
+            return  # a key without a before-image was not in the database replaced
+        undo_key = self._undo_key(db, key)
+        if self.txn.get(undo_key, db=self.store.undo) is None:
+            old = self.txn.get(key, db=db)
+            before = _ABSENT if old is None else _PRESENT + bytes(old)
+            self.txn.put(undo_key, before, db=self.store.undo)
+
+    def _replace_db(self, db: Any) -> None:
+        """Empty `db` for a full replacement, keeping every entry it had as a before-image."""
+        marker = self._undo_key(db)
+        undo = self.store.undo
+        if self.store.undo_code[id(db)] not in self._replaced:
+            self._replaced.add(self.store.undo_code[id(db)])
+            for key, value in self.txn.cursor(db=db).iternext():
+                undo_key = marker + bytes(key)
+                if self.txn.get(undo_key, db=undo) is None:
+                    self.txn.put(undo_key, _PRESENT + bytes(value), db=undo)
+            self.txn.put(marker, _REPLACED, db=undo)
+        self.txn.drop(db, delete=False)
+
+    # Full replacements.
 
     def replace_serial_set(
         self, which: SerialSet, bitmaps: Iterable[tuple[int, AbstractBitMap]]
-    ) -> BitMap:
+    ) -> Changes:
         """Replace a whole serial set with (TAC, serials) pairs in ascending TAC order.
 
-        Returns the TACs whose bitmap changed (or may have). The pairs may be generated
-        as they are written, so a set need never be in memory whole.
+        The pairs may be generated as they are written, so a set need never be in
+        memory whole. Returns how many serials joined and left the set.
         """
         db = self.store.serial_sets[which]
-        touched = BitMap(tac_from_key(key) for key in self.txn.cursor(db=db).iternext(values=False))
-        self.txn.drop(db, delete=False)
+        old = {tac_from_key(key): bytes(value) for key, value in self.txn.cursor(db=db).iternext()}
+        touched = BitMap(old)
+        removed = sum(len(FrozenBitMap.deserialize(raw)) for raw in old.values())
+        added = 0
+        self._replace_db(db)
         previous = -1
         for tac, bitmap in bitmaps:
             if tac <= previous:
@@ -315,43 +414,185 @@ class StoreWriter:
             if bitmap:
                 self.txn.put(tac_key(tac), serialize(bitmap), db=db, append=True)
                 touched.add(tac)
-        return touched
+                kept = (
+                    bitmap.intersection_cardinality(FrozenBitMap.deserialize(old[tac]))
+                    if tac in old
+                    else 0
+                )
+                added += len(bitmap) - kept
+                removed -= kept
+        self.stale_segments |= touched
+        self.changed |= touched
+        return Changes(added, removed)
 
-    def replace_tac_set(self, which: TacSet, tacs: AbstractBitMap) -> None:
-        self.txn.put(which.value.encode(), serialize(tacs), db=self.store.tac_sets)
+    def replace_tac_set(self, which: TacSet, tacs: AbstractBitMap) -> Changes:
+        old = self.store.tac_set(self.txn, which)
+        self.put(self.store.tac_sets, which.value.encode(), serialize(tacs))
+        self.changed |= old ^ tacs
+        return Changes(len(tacs - old), len(old - tacs))
 
-    def replace_records(self, db: Any, records: Mapping[bytes, bytes]) -> None:
+    def replace_records(self, db: Any, records: Mapping[bytes, bytes]) -> Changes:
         """Replace a whole record database (gsma or pairs) with `records`."""
-        self.txn.drop(db, delete=False)
+        old = {bytes(key): bytes(value) for key, value in self.txn.cursor(db=db).iternext()}
+        self._replace_db(db)
         for key in sorted(records):
             self.txn.put(key, records[key], db=db, append=True)
+        return Changes(
+            added=sum(key not in old for key in records),
+            removed=sum(key not in records for key in old),
+            updated=sum(old[key] != value for key, value in records.items() if key in old),
+        )
+
+    # Changes in place, for delta imports.
+
+    def update_tac_set(self, which: TacSet, add: AbstractBitMap, remove: AbstractBitMap) -> None:
+        old = self.store.tac_set(self.txn, which)
+        self.replace_tac_set(which, (old | add) - remove)
+
+    def update_serial_sets(self, changes: Mapping[SerialSet, tuple[U64, U64]]) -> None:
+        """Add and remove IMEI keys (sorted, distinct arrays) of serial sets, in place.
+
+        The stored segments of the TACs concerned are patched rather than recomputed:
+        a delta costs what it changes, not what its TACs hold.
+        """
+        edits = []
+        for which, (added, removed) in changes.items():
+            db = self.store.serial_sets[which]
+            for tac, add, remove in _by_tac(added, removed):
+                key = tac_key(tac)
+                raw = _get(self.txn, key, db)
+                bitmap = BitMap() if raw is None else BitMap.deserialize(raw)
+                bitmap |= add
+                bitmap -= remove
+                if bitmap:
+                    self.put(db, key, serialize(bitmap))
+                elif raw is not None:
+                    self.delete(db, key)
+            edits.append(Edit(SET_FACTS[which], added, removed))
+        tacs = BitMap()
+        for edit in edits:
+            tacs |= _tacs_of(edit.added) | _tacs_of(edit.removed)
+        old = self.store.segments_by_tac(self.txn, tacs)
+        for tac, segment in patch_segments(
+            old, np.array(tacs.to_array(), dtype=np.uint32), edits
+        ).items():
+            self._put_segment(tac, segment)
+        self.changed |= tacs
 
     def set_rows(self, name: ListName, rows: int) -> None:
-        self.txn.put(_ROWS_PREFIX + name.value.encode(), _COUNT.pack(rows), db=self.store.meta)
+        self.put(self.store.meta, _ROWS_PREFIX + name.value.encode(), _COUNT.pack(rows))
 
     def current_rows(self, name: ListName) -> int:
         return self.store.rows(self.txn)[name]
 
+    # Rollback.
+
+    def roll_back(self, before: int) -> int:
+        """Return every database an import changes to its state before generation `before`.
+
+        Replays the kept before-images from the newest generation down to `before`;
+        returns how many it replayed. The caller commits this as a new generation.
+        """
+        current = self.generation - 1
+        if not 1 <= before <= current:
+            raise StoreError(f"no generation {before} to roll back: generations are 1 to {current}")
+        kept = self.store.history_kept(self.txn)
+        if not kept or before < kept:
+            raise StoreError(
+                f"generation {before} is older than the kept history "
+                f"(the last {HISTORY_GENERATIONS} generations"
+                + (f", from {kept} on)" if kept else "; none kept)")
+            )
+        replayed = 0
+        for generation in range(current, before - 1, -1):
+            replayed += self._replay(generation)
+            tacs = self.store.changed_tacs(self.txn, generation)
+            if tacs is not None:
+                self.stale_segments |= tacs
+                self.changed |= tacs
+        return replayed
+
+    def _replay(self, generation: int) -> int:
+        prefix = _GENERATION.pack(generation)
+        images: list[tuple[int, bytes, bytes]] = []
+        cursor = self.txn.cursor(db=self.store.undo)
+        if cursor.set_range(prefix):
+            for raw_key, value in cursor.iternext():
+                key = bytes(raw_key)
+                if not key.startswith(prefix):
+                    break
+                images.append((key[len(prefix)], key[len(prefix) + 1 :], bytes(value)))
+        replaced = {code for code, key, _ in images if not key}
+        for code in replaced:
+            self._replace_db(self.store.undoable[code])
+        for code, key, before in images:
+            db = self.store.undoable[code]
+            if not key:
+                continue
+            if code in replaced:
+                if before != _ABSENT:
+                    self.txn.put(key, before[1:], db=db)
+            elif before == _ABSENT:
+                if self.txn.get(key, db=db) is not None:
+                    self.delete(db, key)
+            else:
+                self.put(db, key, before[1:])
+        return len(images) - len(replaced)
+
+    # Commit.
+
     def commit_generation(
         self,
-        name: ListName,
+        name: ListName | None,
         *,
         mode: str,
         file_name: str,
         sha256: str,
         rows: int,
-        touched: BitMap,
+        changes: Changes = Changes(),
+        rolled_back_to: int = 0,
     ) -> ImportRecord:
-        """Bump the generation and log the import; the caller's `with` block then commits."""
-        generation = self.store.snapshot(self.txn).generation + 1
+        """Log the import as the next generation; the caller's `with` block then commits."""
+        generation = self.generation
         now = time.time()
-        record = ImportRecord(name.value, mode, file_name, sha256, rows, generation, now)
+        record = ImportRecord(
+            name.value if name else "",
+            mode,
+            file_name,
+            sha256,
+            rows,
+            generation,
+            now,
+            changes.added,
+            changes.removed,
+            changes.updated,
+            rolled_back_to,
+        )
         self.txn.put(_SNAPSHOT_KEY, _SNAPSHOT.pack(generation, now), db=self.store.meta)
         key = _GENERATION.pack(generation)
         self.txn.put(key, json.dumps(asdict(record)).encode(), db=self.store.imports)
-        self.txn.put(key, serialize(touched), db=self.store.changes)
-        self._rebuild_segments(touched)
+        self.txn.put(key, serialize(self.changed), db=self.store.changes)
+        self._rebuild_segments(self.stale_segments)
+        self._forget_before(generation - HISTORY_GENERATIONS + 1)
         return record
+
+    def _forget_before(self, generation: int) -> None:
+        """Drop the before-images of generations older than `generation`."""
+        if generation <= 1:
+            return
+        end = _GENERATION.pack(generation)
+        cursor = self.txn.cursor(db=self.store.undo)
+        if not cursor.first():
+            return
+        while bytes(cursor.key()) < end:
+            if not cursor.delete():
+                break
+
+    def _put_segment(self, tac: int, segment: bytes) -> None:
+        if segment == UNLISTED:
+            self.txn.delete(tac_key(tac), db=self.store.segments)
+        else:
+            self.txn.put(tac_key(tac), segment, db=self.store.segments)
 
     def _rebuild_segments(self, tacs: BitMap) -> None:
         """Recompute the stored fact-table segment of every TAC whose serial sets changed."""
@@ -374,8 +615,28 @@ class StoreWriter:
             ]
             members[bit] = np.concatenate(keys) if keys else np.empty(0, np.uint64)
         segments = segments_of(members, np.fromiter(tacs, dtype=np.uint64, count=len(tacs)))
-        for key, segment in zip(tac_keys, segments.values(), strict=True):
-            if segment == UNLISTED:
-                self.txn.delete(key, db=self.store.segments)
-            else:
-                self.txn.put(key, segment, db=self.store.segments)
+        for tac, segment in zip(tacs, segments.values(), strict=True):
+            self._put_segment(tac, segment)
+
+
+def _bitmap(values: npt.NDArray[np.uint64]) -> BitMap:
+    return BitMap(array("I", values.astype(np.uint32).tobytes()))
+
+
+def _tacs_of(keys: U64) -> BitMap:
+    return _bitmap(sorted_unique(keys >> np.uint64(SERIAL_BITS)))
+
+
+def _by_tac(added: U64, removed: U64) -> Iterator[tuple[int, BitMap, BitMap]]:
+    """(TAC, serials added, serials removed) for each TAC of two sorted key arrays."""
+    shift, mask = np.uint64(SERIAL_BITS), np.uint64((1 << SERIAL_BITS) - 1)
+    tacs = np.union1d(added >> shift, removed >> shift)
+    bounds = (tacs << shift, (tacs + np.uint64(1)) << shift)
+    add_at = np.searchsorted(added, bounds[0]), np.searchsorted(added, bounds[1])
+    remove_at = np.searchsorted(removed, bounds[0]), np.searchsorted(removed, bounds[1])
+    for i, tac in enumerate(tacs.tolist()):
+        yield (
+            tac,
+            _bitmap(added[add_at[0][i] : add_at[1][i]] & mask),
+            _bitmap(removed[remove_at[0][i] : remove_at[1][i]] & mask),
+        )

@@ -295,7 +295,8 @@ def test_the_import_command_reports_each_outcome_by_exit_code(tmp_path: Path) ->
     full = write(tmp_path / "full.csv", ["imei", *(imei(PHONE_TAC, i) for i in range(4))])
     ok = run_cli("import", "barred", str(full), "--db", str(db))
     assert ok.returncode == ExitCode.OK, ok.stderr
-    assert "imported barred from" in ok.stderr and "generation 1" in ok.stderr
+    assert "imported barred (full) from" in ok.stderr and "generation 1" in ok.stderr
+    assert "(4 added, 0 removed, 0 updated)" in ok.stderr
 
     broken = write(tmp_path / "broken.csv", ["imei", "nope"])
     rejected = run_cli("import", "barred", str(broken), "--db", str(db))

@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pyroaring import BitMap
 
 from imeireg.server import facts
 from imeireg.server.normalise import SERIAL_BITS
@@ -21,7 +22,9 @@ from imeireg.server.segments import (
     HAS_PAIRING,
     SEGMENT_DTYPE,
     UNLISTED,
+    Edit,
     FactTable,
+    patch_segments,
     segments_of,
 )
 
@@ -249,3 +252,72 @@ def test_overlapping_blocks_of_two_sets_cut_the_segment_where_the_facts_change()
         (10_000, facts.NOT_REGISTERED),
     ]
     assert segments[35_332_212] == UNLISTED
+
+
+def edits_between(before: Registry, after: Registry) -> list[Edit]:
+    """What a delta import hands `patch_segments`: per set, the keys that joined and left."""
+    edits = []
+    for bit in SET_BITS:
+        old = set(keys_of(before.sets.get(bit, {})).tolist())
+        new = set(keys_of(after.sets.get(bit, {})).tolist())
+        edits.append(
+            Edit(
+                bit, np.array(sorted(new - old), np.uint64), np.array(sorted(old - new), np.uint64)
+            )
+        )
+    return edits
+
+
+@settings(max_examples=300)
+@given(registries(), registries())
+def test_patching_segments_gives_what_computing_them_afresh_gives(
+    before: Registry, after: Registry
+) -> None:
+    edits = edits_between(before, after)
+    edited = {int(key) >> SERIAL_BITS for e in edits for key in [*e.added, *e.removed]}
+    tacs = np.array(sorted(edited), dtype=np.uint32)
+    old = {
+        tac: segment
+        for tac, segment in segments_of(before.members(), segment_tacs(before)).items()
+        if segment != UNLISTED
+    }
+    patched = patch_segments(old, tacs, edits)
+    within = {
+        bit: keys[np.isin(keys >> np.uint64(SERIAL_BITS), tacs)]
+        for bit, keys in after.members().items()
+    }
+    assert patched == segments_of(within, tacs.astype(np.uint64))
+
+
+@settings(max_examples=300)
+@given(registries(), registries())
+def test_splicing_changed_tacs_answers_like_a_table_built_afresh(
+    before: Registry, after: Registry
+) -> None:
+    """What a serving index does after a commit: only the TACs it changed are re-read."""
+    changed = (
+        before.listed_tacs() ^ after.listed_tacs()
+        | {
+            t
+            for t in after.listed_tacs()
+            if any(
+                before.sets.get(bit, {}).get(t) != after.sets.get(bit, {}).get(t)
+                for bit in SET_BITS
+            )
+        }
+        | (before.allocated ^ after.allocated)
+        | (before.barred ^ after.barred)
+    )
+    segments = {
+        tac: segment
+        for tac, segment in segments_of(after.members(), segment_tacs(after)).items()
+        if segment != UNLISTED and tac in changed
+    }
+    spliced = table_of(before).splice(
+        np.array(sorted(changed), dtype=np.uint64),
+        segments,
+        BitMap(after.allocated),
+        BitMap(after.barred),
+    )
+    pairs = probes(before) + probes(after)
+    assert lookup(spliced, pairs) == [after.facts_of(tac, serial) for tac, serial in pairs]

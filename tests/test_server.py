@@ -248,7 +248,7 @@ def test_tac_lookup_limits(
 
 def test_registry_info_describes_the_snapshot(stub: pb_grpc.LegalityServiceStub) -> None:
     info = stub.GetRegistryInfo(pb.GetRegistryInfoRequest(), timeout=10)
-    assert info.schema_version == 1
+    assert info.schema_version == 2
     assert info.snapshot.generation == 7
     assert info.tac_count == 3
     assert {pb.RegistryList.Name(entry.list): entry.rows for entry in info.lists} == {
@@ -424,7 +424,7 @@ def test_a_store_of_another_schema_stops_the_start(small_registry: SmallRegistry
     result = serve_once("--db", str(small_registry.db))
     assert result.returncode == ExitCode.STORE
     assert result.stderr == (
-        f"imeireg: {small_registry.db} has store schema 99; this imeireg reads schema 1\n"
+        f"imeireg: {small_registry.db} has store schema 99; this imeireg reads schema 2\n"
     )
 
 

@@ -190,6 +190,8 @@ class _ImportModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ImportMode
     """The file replaced the whole list."""
     IMPORT_MODE_DELTA: _ImportMode.ValueType  # 2
     """The file added, removed or updated entries of the list."""
+    IMPORT_MODE_ROLLBACK: _ImportMode.ValueType  # 3
+    """The registry went back to its state before an earlier generation."""
 
 class ImportMode(_ImportMode, metaclass=_ImportModeEnumTypeWrapper):
     """ImportMode says how an import changed its list."""
@@ -200,6 +202,8 @@ IMPORT_MODE_FULL: ImportMode.ValueType  # 1
 """The file replaced the whole list."""
 IMPORT_MODE_DELTA: ImportMode.ValueType  # 2
 """The file added, removed or updated entries of the list."""
+IMPORT_MODE_ROLLBACK: ImportMode.ValueType  # 3
+"""The registry went back to its state before an earlier generation."""
 Global___ImportMode: _TypeAlias = ImportMode  # noqa: Y015
 
 @_typing.final
@@ -562,8 +566,12 @@ class ImportRecord(_message.Message):
     ROWS_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
     COMMIT_TIME_FIELD_NUMBER: _builtins.int
+    ADDED_FIELD_NUMBER: _builtins.int
+    REMOVED_FIELD_NUMBER: _builtins.int
+    UPDATED_FIELD_NUMBER: _builtins.int
+    ROLLED_BACK_TO_FIELD_NUMBER: _builtins.int
     list: Global___RegistryList.ValueType
-    """The list imported."""
+    """The list imported; unspecified for a rollback."""
     mode: Global___ImportMode.ValueType
     """Full or delta."""
     file_name: _builtins.str
@@ -574,6 +582,14 @@ class ImportRecord(_message.Message):
     """Distinct entries in the file."""
     generation: _builtins.int
     """The generation the import committed."""
+    added: _builtins.int
+    """Entries the list gained."""
+    removed: _builtins.int
+    """Entries the list lost."""
+    updated: _builtins.int
+    """Entries kept with a new value (status, model record, MSISDN)."""
+    rolled_back_to: _builtins.int
+    """For a rollback: the generation it undid, with all later ones."""
     @_builtins.property
     def commit_time(self) -> _timestamp_pb2.Timestamp:
         """When it committed."""
@@ -588,10 +604,14 @@ class ImportRecord(_message.Message):
         rows: _builtins.int = ...,
         generation: _builtins.int = ...,
         commit_time: _timestamp_pb2.Timestamp | None = ...,
+        added: _builtins.int = ...,
+        removed: _builtins.int = ...,
+        updated: _builtins.int = ...,
+        rolled_back_to: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["commit_time", b"commit_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["commit_time", b"commit_time", "file_name", b"file_name", "generation", b"generation", "list", b"list", "mode", b"mode", "rows", b"rows", "sha256", b"sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added", b"added", "commit_time", b"commit_time", "file_name", b"file_name", "generation", b"generation", "list", b"list", "mode", b"mode", "removed", b"removed", "rolled_back_to", b"rolled_back_to", "rows", b"rows", "sha256", b"sha256", "updated", b"updated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

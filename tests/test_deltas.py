@@ -1,0 +1,323 @@
+"""Delta imports: every list's add, remove and update; the three checks and their flags."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from support import (
+    GSMA_HEADER,
+    OTHER_TAC,
+    PHONE_TAC,
+    REGISTRATION_HEADER,
+    UNALLOCATED_TAC,
+    SmallRegistry,
+    build_small_registry,
+    imei,
+    imeireg_command,
+    registration_row,
+    write,
+)
+
+from imeireg.client.exit_codes import ExitCode
+from imeireg.server import facts
+from imeireg.server.deltas import DeltaChecks, import_delta
+from imeireg.server.importers import ImportRejected
+from imeireg.server.index import RegistryIndex
+from imeireg.server.normalise import normalise_batch
+from imeireg.server.store import ListName, SerialSet, Store
+
+R = SmallRegistry
+NEW = imei(PHONE_TAC, 777)
+NEW_OTHER_TAC = imei(OTHER_TAC, 42)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> SmallRegistry:
+    return build_small_registry(tmp_path)
+
+
+@pytest.fixture
+def store(registry: SmallRegistry) -> Store:
+    return Store.open(registry.db, readonly=False)
+
+
+def delta(path: Path, header: str, rows: list[str]) -> Path:
+    return write(path, [f"{header},change_type", *rows])
+
+
+def registration_delta(path: Path, *rows: tuple[str, str, str]) -> Path:
+    """Rows of (IMEI, status, change type)."""
+    lines = [f"{registration_row(text, status)},{change}" for text, status, change in rows]
+    return delta(path, REGISTRATION_HEADER, lines)
+
+
+def fact_names(store: Store, *imeis: str, imsi: str = "") -> list[list[str]]:
+    """The facts a fresh index finds for each IMEI."""
+    index = RegistryIndex(store)
+    found = index.facts(
+        normalise_batch(list(imeis)), [imsi] * len(imeis) if imsi else [], frozenset({"510"})
+    )
+    return [facts.fact_names(int(bits)) for bits in found]
+
+
+def state(store: Store) -> tuple[int, dict[ListName, int]]:
+    with store.read() as txn:
+        return store.snapshot(txn).generation, store.rows(txn)
+
+
+def test_registration_delta_adds_removes_and_changes_status(tmp_path: Path, store: Store) -> None:
+    path = registration_delta(
+        tmp_path / "registration-delta.csv",
+        (NEW, "", "add"),
+        (NEW_OTHER_TAC, "provisional", "add"),
+        (R.provisional, "whitelist", "update"),
+        (R.registered, "", "remove"),
+    )
+    generation, rows = state(store)
+    record = import_delta(store, ListName.REGISTRATION, path)
+    assert (record.mode, record.generation, record.rows) == ("delta", generation + 1, 4)
+    assert (record.added, record.removed, record.updated) == (2, 1, 1)
+    assert store.rows(store.env.begin())[ListName.REGISTRATION] == rows[ListName.REGISTRATION] + 1
+    assert fact_names(store, NEW, NEW_OTHER_TAC, R.provisional, R.registered) == [
+        ["REGISTERED"],
+        ["REGISTRATION_PROVISIONAL"],
+        ["REGISTERED"],
+        ["NOT_REGISTERED"],
+    ]
+
+
+def test_stolen_delta_blocks_and_unblocks(tmp_path: Path, store: Store) -> None:
+    path = delta(
+        tmp_path / "stolen-delta.csv",
+        "imei,reporting_date,status",
+        [f"{R.registered},20261128,,add", f"{R.stolen},,recovered,update"],
+    )
+    record = import_delta(store, ListName.STOLEN, path)
+    assert (record.added, record.removed, record.updated) == (1, 1, 0)
+    assert fact_names(store, R.registered, R.stolen) == [
+        ["REGISTERED", "STOLEN"],
+        ["REGISTERED"],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("list_name", "header", "set_name"),
+    [
+        (ListName.BARRED, "imei", "BARRED"),
+        (ListName.GOLDEN, "golden_imei", "GOLDEN"),
+    ],
+)
+def test_imei_list_deltas(
+    tmp_path: Path, store: Store, list_name: ListName, header: str, set_name: str
+) -> None:
+    path = delta(tmp_path / "delta.csv", header, [f"{NEW},add", f"{R.registered},add"])
+    import_delta(store, list_name, path)
+    assert fact_names(store, NEW, R.registered) == [
+        ["NOT_REGISTERED", set_name],
+        ["REGISTERED", set_name],
+    ]
+    import_delta(store, list_name, delta(tmp_path / "undo.csv", header, [f"{NEW},remove"]))
+    assert fact_names(store, NEW) == [["NOT_REGISTERED"]]
+
+
+def test_gsma_delta_allocates_updates_and_withdraws_tacs(tmp_path: Path, store: Store) -> None:
+    path = write(
+        tmp_path / "gsma-delta.csv",
+        [
+            f"{GSMA_HEADER}|change_type",
+            f"{UNALLOCATED_TAC}|Newco|N1|LTE|01-Jun-2026|Smartphone|Newco|add",
+            f"{PHONE_TAC}|Acme Devices|A1 Pro|LTE|15-Mar-2019|Smartphone|Acme|update",
+            f"{OTHER_TAC}|||||||remove",
+        ],
+    )
+    record = import_delta(store, ListName.GSMA_TAC, path)
+    assert (record.added, record.removed, record.updated) == (1, 1, 1)
+    assert fact_names(store, R.unallocated_tac, R.registered_other_tac) == [
+        ["REGISTERED"],
+        ["TAC_UNALLOCATED", "REGISTERED"],
+    ]
+    with store.read() as txn:
+        assert store.gsma_record(txn, PHONE_TAC)["model_name"] == "A1 Pro"  # type: ignore[index]
+        assert store.gsma_record(txn, OTHER_TAC) is None
+
+
+def test_barred_tac_delta(tmp_path: Path, store: Store) -> None:
+    path = delta(tmp_path / "barred-tac.csv", "tac", [f"{PHONE_TAC},add", "86000001,remove"])
+    import_delta(store, ListName.BARRED_TAC, path)
+    assert fact_names(store, R.registered, R.barred_tac) == [
+        ["TAC_BARRED", "REGISTERED"],
+        ["REGISTERED"],
+    ]
+
+
+def test_pairing_delta_keys_pairs_by_imei_and_imsi(tmp_path: Path, store: Store) -> None:
+    other_imsi = "510109999999999"
+    path = delta(
+        tmp_path / "pairing.csv",
+        "imei,imsi,msisdn",
+        [
+            f"{R.paired},{other_imsi},628111,add",
+            f"{R.paired},{R.paired_imsi},628222,update",
+            f"{NEW},{other_imsi},,add",
+        ],
+    )
+    record = import_delta(store, ListName.PAIRING, path)
+    assert (record.added, record.removed, record.updated) == (2, 0, 1)
+    assert fact_names(store, R.paired, NEW, imsi=other_imsi) == [
+        ["NOT_REGISTERED", "PAIRED"],
+        ["NOT_REGISTERED", "PAIRED"],
+    ]
+    path = delta(
+        tmp_path / "unpair.csv",
+        "imei,imsi,msisdn",
+        [f"{R.paired},{R.paired_imsi},,remove", f"{NEW},{other_imsi},,remove"],
+    )
+    import_delta(store, ListName.PAIRING, path)
+    assert fact_names(store, R.paired, imsi=R.paired_imsi) == [["NOT_REGISTERED"]]
+    assert fact_names(store, R.paired, NEW, imsi=other_imsi) == [
+        ["NOT_REGISTERED", "PAIRED"],
+        ["NOT_REGISTERED"],
+    ]
+    with store.read() as txn:
+        paired = store.serials(txn, SerialSet.PAIRED, int(NEW[:8]))
+    assert paired is not None and 777 not in paired and 6 in paired
+
+
+def rejection(store: Store, list_name: ListName, path: Path, **checks: bool) -> ImportRejected:
+    before = state(store)
+    with pytest.raises(ImportRejected) as raised:
+        import_delta(store, list_name, path, checks=DeltaChecks(**checks))
+    assert state(store) == before, "a rejected delta changed nothing"
+    return raised.value
+
+
+def test_each_check_rejects_the_file_whole_with_line_numbers(tmp_path: Path, store: Store) -> None:
+    path = registration_delta(
+        tmp_path / "bad.csv",
+        (NEW, "", "add"),  # line 2: fine
+        (R.registered, "", "add"),  # line 3: already registered
+        (R.unregistered, "", "remove"),  # line 4: not registered
+        (R.unregistered, "", "update"),  # line 5: same key, another change type
+        (imei(PHONE_TAC, 888), "", "update"),  # line 6: not registered
+        (imei(PHONE_TAC, 889), "", "replace"),  # line 7: no such change type
+    )
+    rejected = rejection(store, ListName.REGISTRATION, path)
+    assert rejected.errors == [
+        f"{path}:3: add of IMEI {R.registered[:14]}, which the list already has",
+        f"{path}:4: remove of IMEI {R.unregistered[:14]}, which the list does not have",
+        f"{path}:5: update of IMEI {R.unregistered[:14]}, which line 4 gives as remove",
+        f"{path}:6: update of IMEI 35332211000888, which the list does not have",
+        f"{path}:7: change_type 'replace' is not one of add, remove, update",
+    ]
+    assert fact_names(store, NEW) == [["NOT_REGISTERED"]]
+
+
+def test_the_flags_relax_one_check_each(tmp_path: Path, store: Store) -> None:
+    existing = registration_delta(tmp_path / "existing.csv", (R.registered, "provisional", "add"))
+    assert "already has" in str(rejection(store, ListName.REGISTRATION, existing))
+    import_delta(
+        store, ListName.REGISTRATION, existing, checks=DeltaChecks(allow_existing_adds=True)
+    )
+    assert fact_names(store, R.registered) == [["REGISTRATION_PROVISIONAL"]]
+
+    missing = registration_delta(
+        tmp_path / "missing.csv", (R.unregistered, "", "remove"), (NEW, "", "update")
+    )
+    assert "does not have" in str(rejection(store, ListName.REGISTRATION, missing))
+    record = import_delta(
+        store, ListName.REGISTRATION, missing, checks=DeltaChecks(allow_missing=True)
+    )
+    assert (record.added, record.removed, record.updated) == (1, 0, 0)
+    assert fact_names(store, R.unregistered, NEW) == [["NOT_REGISTERED"], ["REGISTERED"]]
+
+    conflict = registration_delta(
+        tmp_path / "conflict.csv", (NEW, "", "remove"), (NEW, "provisional", "update")
+    )
+    assert "which line 2 gives as remove" in str(rejection(store, ListName.REGISTRATION, conflict))
+    import_delta(store, ListName.REGISTRATION, conflict, checks=DeltaChecks(allow_conflicts=True))
+    assert fact_names(store, NEW) == [["REGISTRATION_PROVISIONAL"]]
+
+
+def test_a_repeated_key_with_one_change_type_takes_its_last_row(
+    tmp_path: Path, store: Store
+) -> None:
+    path = registration_delta(tmp_path / "d.csv", (NEW, "", "add"), (NEW, "provisional", "add"))
+    import_delta(store, ListName.REGISTRATION, path)
+    assert fact_names(store, NEW) == [["REGISTRATION_PROVISIONAL"]]
+
+
+def test_a_delta_needs_the_change_type_column(tmp_path: Path, store: Store) -> None:
+    path = write(tmp_path / "d.csv", [REGISTRATION_HEADER, registration_row(NEW)])
+    rejected = rejection(store, ListName.REGISTRATION, path)
+    assert rejected.errors == [f"{path}:1: header lacks column(s) change_type"]
+
+
+def test_a_served_index_splices_deltas_like_a_fresh_build(tmp_path: Path, store: Store) -> None:
+    """A long-lived index, refreshed after each delta, answers as one built from scratch."""
+    served = RegistryIndex(store)
+    probes = [
+        imei(tac, serial)
+        for tac in (PHONE_TAC, OTHER_TAC, UNALLOCATED_TAC, "86000001")
+        for serial in range(0, 1200, 7)
+    ]
+    for step in range(6):
+        adds = [imei(PHONE_TAC, s) for s in range(100 * step + 10, 100 * step + 70)]
+        removes = (
+            [imei(PHONE_TAC, s) for s in range(100 * step - 90, 100 * step - 60)] if step else []
+        )
+        import_delta(
+            store,
+            ListName.REGISTRATION,
+            registration_delta(
+                tmp_path / f"d{step}.csv",
+                *[(text, "", "add") for text in adds],
+                *[(text, "", "remove") for text in removes],
+            ),
+        )
+        stolen = delta(
+            tmp_path / f"s{step}.csv",
+            "imei,reporting_date,status",
+            [f"{imei(OTHER_TAC, 3 * step)},,,add"],
+        )
+        import_delta(store, ListName.STOLEN, stolen)
+        served.refresh()
+        batch = normalise_batch(probes)
+        assert (
+            served.facts(batch, [], frozenset()).tolist()
+            == RegistryIndex(store).facts(batch, [], frozenset()).tolist()
+        )
+
+
+def test_the_command_line_applies_a_delta_and_checks_its_flags(
+    tmp_path: Path, registry: SmallRegistry
+) -> None:
+    path = registration_delta(tmp_path / "d.csv", (NEW, "", "add"))
+    done = subprocess.run(
+        imeireg_command("import", "registration", str(path), "--delta", "--db", str(registry.db)),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == ExitCode.OK, done.stderr
+    assert "imported registration (delta)" in done.stderr
+    assert "(1 added, 0 removed, 0 updated)" in done.stderr
+    again = subprocess.run(
+        imeireg_command("import", "registration", str(path), "--delta", "--db", str(registry.db)),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert again.returncode == ExitCode.BAD_INPUT
+    assert f"{path}:2: add of IMEI {NEW[:14]}, which the list already has" in again.stderr
+    misuse = subprocess.run(
+        imeireg_command(
+            "import", "registration", str(path), "--allow-missing", "--db", str(registry.db)
+        ),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert misuse.returncode == ExitCode.USAGE
+    assert "--allow-* flags apply to --delta imports only" in misuse.stderr
