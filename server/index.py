@@ -22,7 +22,7 @@ from pyroaring import FrozenBitMap
 from imeireg.server import facts
 from imeireg.server.columns import TextColumn
 from imeireg.server.normalise import SERIAL_BITS, ImeiBatch
-from imeireg.server.segments import HAS_PAIRING, FactTable
+from imeireg.server.segments import HAS_PAIRING, SEGMENT_DTYPE, FactTable
 from imeireg.server.store import ImportRecord, ListName, Snapshot, Store, TacSet
 
 U32 = npt.NDArray[np.uint32]
@@ -38,6 +38,10 @@ class TacRecord:
     allocated: bool
     barred: bool
     model: dict[str, str]
+
+
+def _points(segments: dict[int, bytes]) -> int:
+    return sum(map(len, segments.values())) // SEGMENT_DTYPE.itemsize
 
 
 class RegistryIndex:
@@ -71,13 +75,16 @@ class RegistryIndex:
         self._allocated = self.store.tac_set(txn, TacSet.ALLOCATED)
         self._barred_tacs = self.store.tac_set(txn, TacSet.BARRED)
         changed = self._changed_since(txn, previous, snapshot.generation)
-        if changed is None:
+        segments = self.store.segments_by_tac(txn, changed) if changed else {}
+        # Splicing copies the table once; when most of it changed (a full import of a
+        # list), assembling it anew costs no more.
+        if changed is None or _points(segments) > len(self._table.keys) // 2:
             segments = self.store.segments_by_tac(txn)
             self._table = FactTable.assemble(segments, self._allocated, self._barred_tacs)
         elif changed:
             self._table = self._table.splice(
                 np.array(changed.to_array(), dtype=np.uint64),
-                self.store.segments_by_tac(txn, changed),
+                segments,
                 self._allocated,
                 self._barred_tacs,
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import (
@@ -26,6 +27,7 @@ from imeireg.server.deltas import DeltaChecks, import_delta
 from imeireg.server.importers import ImportRejected
 from imeireg.server.index import RegistryIndex
 from imeireg.server.normalise import normalise_batch
+from imeireg.server.segments import FactTable
 from imeireg.server.store import ListName, SerialSet, Store
 
 R = SmallRegistry
@@ -254,9 +256,26 @@ def test_a_delta_needs_the_change_type_column(tmp_path: Path, store: Store) -> N
     assert rejected.errors == [f"{path}:1: header lacks column(s) change_type"]
 
 
-def test_a_served_index_splices_deltas_like_a_fresh_build(tmp_path: Path, store: Store) -> None:
+def test_a_served_index_splices_deltas_like_a_fresh_build(
+    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A long-lived index, refreshed after each delta, answers as one built from scratch."""
+    # Registrations on 300 other TACs, so that a delta changes a small part of the table.
+    many = [registration_row(imei(f"{tac:08d}", s)) for tac in range(300) for s in (1, 5, 9)]
+    import_delta(
+        store,
+        ListName.REGISTRATION,
+        delta(tmp_path / "many.csv", REGISTRATION_HEADER, [f"{row},add" for row in many]),
+    )
     served = RegistryIndex(store)
+    assembled: list[int] = []
+    assemble = FactTable.assemble
+
+    def counted(*args: Any) -> FactTable:
+        assembled.append(1)
+        return assemble(*args)
+
+    monkeypatch.setattr(FactTable, "assemble", counted)
     probes = [
         imei(tac, serial)
         for tac in (PHONE_TAC, OTHER_TAC, UNALLOCATED_TAC, "86000001")
@@ -283,11 +302,13 @@ def test_a_served_index_splices_deltas_like_a_fresh_build(tmp_path: Path, store:
         )
         import_delta(store, ListName.STOLEN, stolen)
         served.refresh()
+        assert not assembled, "a small delta is spliced into the table, not reassembled"
         batch = normalise_batch(probes)
         assert (
             served.facts(batch, [], frozenset()).tolist()
             == RegistryIndex(store).facts(batch, [], frozenset()).tolist()
         )
+        assembled.clear()
 
 
 def test_the_command_line_applies_a_delta_and_checks_its_flags(
