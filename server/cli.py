@@ -41,6 +41,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(error), ExitCode.BAD_INPUT)
     except KeyboardInterrupt:
         return _fail("interrupted", ExitCode.UNAVAILABLE)
+    except BrokenPipeError:
+        # The reader of our output went away (`imeireg history | head`): stop quietly,
+        # and keep Python from reporting the pipe again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.OK
     return code
 
 

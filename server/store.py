@@ -270,7 +270,16 @@ class Store:
                 f"{self.path}: the store is full ({error}); nothing was changed"
             ) from error
         except lmdb.Error as error:  # read-only, disk full, file size limit, I/O error, ...
-            raise StoreError(f"{self.path}: cannot write ({error}); nothing was changed") from error
+            # A write cut short by a full disk or a file size limit is a short write,
+            # which LMDB reports as EIO.
+            hint = (
+                "; is the disk full?"
+                if isinstance(error, lmdb.DiskError) or ("Input/output error" in str(error))
+                else ""
+            )
+            raise StoreError(
+                f"{self.path}: cannot write ({error}{hint}); nothing was changed"
+            ) from error
 
     # Reads, all within a caller's transaction so that they see one snapshot.
 
