@@ -156,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "delta_size": args.delta_size,
             "workers": args.workers,
             "seconds_steady": args.seconds_steady,
+            "interval": args.interval,
+            "importer_nice": args.importer_nice,
             "seed": args.seed,
             "queries": min(MAX_QUERIES, args.registered // 10),
             "batch_size": BATCH_SIZE,
@@ -197,6 +199,19 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=10.0,
         help="seconds measured before the updates, and again after them",
+    )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=0.0,
+        help="start a delta every this many seconds (default: 0, back to back)",
+    )
+    parser.add_argument(
+        "--importer-nice",
+        type=int,
+        default=0,
+        help="the importer's nice value, as an operator would run imports beside serving "
+        "(default: 0)",
     )
     parser.add_argument("--seed", type=int, default=registry.DEFAULT_SEED)
     parser.add_argument("--out", type=Path, default=RESULTS, help="where reports go")
@@ -322,9 +337,9 @@ def _under_load(
                 time.sleep(args.seconds_steady)
                 cpu.enter(UPDATES)
                 load.enter(UPDATES)
-                _say(f"updates: {len(deltas)} deltas back to back")
+                _say(f"updates: {len(deltas)} deltas {_pace(args.interval)}")
                 began = time.process_time()
-                _apply(deltas, db, run, IMPORTER_CPUS if pinning else ())
+                _apply(deltas, db, run, IMPORTER_CPUS if pinning else (), args)
                 run.importer_cpu_seconds = round(time.process_time() - began, 3)
                 cpu.enter(AFTER)
                 load.enter(AFTER)
@@ -407,14 +422,31 @@ def _probes(db: Path, deltas: list[Delta], pool: workload.Workload, base: int) -
     )
 
 
-def _apply(deltas: list[Delta], db: Path, run: UpdatesRun, cpus: tuple[int, ...]) -> None:
-    """Import the deltas one after the other, this process pinned to `cpus` meanwhile."""
+def _pace(interval: float) -> str:
+    return f"one every {interval:g} s" if interval else "back to back"
+
+
+def _apply(
+    deltas: list[Delta],
+    db: Path,
+    run: UpdatesRun,
+    cpus: tuple[int, ...],
+    args: argparse.Namespace,
+) -> None:
+    """Import the deltas one after the other (or one every `--interval` seconds), this
+    thread pinned to `cpus` and at `--importer-nice` meanwhile."""
     pinned_before = os.sched_getaffinity(0)
+    nice_before = os.getpriority(os.PRIO_PROCESS, 0)
     if cpus:
         os.sched_setaffinity(0, cpus)
+    os.setpriority(os.PRIO_PROCESS, 0, args.importer_nice)  # on Linux: this thread
     store = Store.create(db)  # the importer's own handle: the workers only read
+    start = time.perf_counter()
     try:
         for delta in deltas:
+            wait = start + (delta.number - 1) * args.interval - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
             began = time.perf_counter()
             record = import_delta(store, delta.list_name, delta.path)
             seconds, committed_at = time.perf_counter() - began, time.time()
@@ -438,6 +470,8 @@ def _apply(deltas: list[Delta], db: Path, run: UpdatesRun, cpus: tuple[int, ...]
     finally:
         store.close()
         os.sched_setaffinity(0, pinned_before)
+        if os.getuid() == 0 or args.importer_nice <= nice_before:
+            os.setpriority(os.PRIO_PROCESS, 0, nice_before)
 
 
 def _probe_lags(
@@ -543,8 +577,10 @@ def markdown(run: UpdatesRun) -> str:
         f"({settings['queries']:,} queries, one answer in 64 verified), {settings['warmup']:g} s "
         f"warm-up, then {settings['seconds_steady']:g} s steady, the updates, and "
         f"{settings['seconds_steady']:g} s steady again. The updates: {settings['deltas']} delta "
-        f"imports of {settings['delta_size']:,} IMEIs back to back (`import_delta`, one "
-        "generation each), alternately a registration delta (half new registrations, 1 in "
+        f"imports of {settings['delta_size']:,} IMEIs {_pace(settings.get('interval', 0))} "
+        f"(`import_delta`, one generation each, the importer at nice "
+        f"{settings.get('importer_nice', 0)}), alternately a registration delta (half new "
+        "registrations, 1 in "
         f"{delta_files.PROVISIONAL_EVERY} provisional, half registrations removed) and a stolen "
         "delta (reports of registered phones); no delta touches a workload query, so the "
         "load's expected answers hold at every generation.",

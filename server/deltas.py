@@ -18,8 +18,9 @@ barred, golden), the TAC (gsma-tac, barred-tac) or the IMEI and IMSI (pairing).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -28,6 +29,8 @@ from typing import Protocol
 import lmdb
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyroaring import BitMap
 
 from imeireg.server.importers import (
@@ -42,10 +45,11 @@ from imeireg.server.importers import (
     pairing_problem,
     parse_tac,
     stolen_status,
+    valid_keys,
     well_formed,
 )
 from imeireg.server.normalise import SERIAL_BITS
-from imeireg.server.sources import Header, open_rows, read_header, sha256_of
+from imeireg.server.sources import Header, open_rows, read_columns, read_header, sha256_of
 from imeireg.server.store import (
     Changes,
     ImportRecord,
@@ -58,6 +62,11 @@ from imeireg.server.store import (
 )
 
 CHANGE_COLUMN = "change_type"
+_CHANGE_NAMES = pa.array(["add", "remove", "update"])  # in Change's order
+_BLOCKING = pa.array(["", "blacklist"])
+# A reporting date as the row reader accepts it: YYYYMMDD or YYYY-MM-DD, or none.
+_DAY = r"(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])"
+_DATE = rf"^([0-9]{{4}}{_DAY}|[0-9]{{4}}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01]))?$"
 U64 = npt.NDArray[np.uint64]
 Key = int | bytes
 
@@ -106,6 +115,14 @@ class _Delta(Protocol):
 
     def describe(self, key: Key) -> str: ...
 
+    def read_fast(self, path: Path, delimiter: str, header: Header) -> list[Entry] | None:
+        """All the rows, read in column blocks, when every one is valid; else None.
+
+        Their line numbers assume one line per row: only an error needs them, and
+        an error has the file read again row by row.
+        """
+        ...
+
 
 def import_delta(
     store: Store,
@@ -123,20 +140,58 @@ def import_delta(
         raise ImportRejected(
             path, [f"{path}:1: header lacks column(s) {', '.join(missing)}"], total=1
         )
-    delta = _DELTAS[list_name]()
-    errors = RowErrors(path)
+    delta = DELTAS[list_name]()
     with ThreadPoolExecutor(max_workers=1) as hasher:
         digest = hasher.submit(sha256_of, path)
-        with open_rows(path, delimiter, show_progress=show_progress) as (header, rows):
-            entries = _last_per_key(delta.read(header, rows, errors), checks, errors, delta)
-        sha256 = digest.result()
-    if errors.total:  # report the file's other errors too, then reject it
+        rows = delta.read_fast(path, delimiter, header)
+        try:
+            return _apply(store, list_name, path, delta, rows, digest=digest, checks=checks)
+        except _ExactLinesNeeded:
+            pass
+        errors = RowErrors(path)
+        with open_rows(path, delimiter, show_progress=show_progress) as (header, reader):
+            rows = delta.read(header, reader, errors)
+        return _apply(
+            store, list_name, path, delta, rows, digest=digest, checks=checks, errors=errors
+        )
+
+
+class _ExactLinesNeeded(Exception):
+    """A file read in column blocks, without line numbers, has an error to report."""
+
+
+def _apply(
+    store: Store,
+    list_name: ListName,
+    path: Path,
+    delta: _Delta,
+    rows: list[Entry] | None,
+    *,
+    digest: Future[str],
+    checks: DeltaChecks,
+    errors: RowErrors | None = None,
+) -> ImportRecord:
+    """Check the rows read and apply them as one generation, or reject the file.
+
+    Without `errors`, the rows come from the fast reader: whatever is wrong with
+    them raises _ExactLinesNeeded, for the row reader to report with line numbers.
+    """
+    if rows is None:
+        raise _ExactLinesNeeded
+    found = errors or RowErrors(path)
+    entries = _last_per_key(rows, checks, found, delta)
+    if found.total:  # report the file's other errors too, then reject it
+        if errors is None:
+            raise _ExactLinesNeeded
         with store.read() as txn:
-            _check_existing(delta, store, txn, entries, checks=checks, errors=errors)
-        errors.raise_if_any()
+            _check_existing(delta, store, txn, entries, checks=checks, errors=found)
+        found.raise_if_any()
+    sha256 = digest.result()
     with store.write() as writer:
-        existed = _check_existing(delta, store, writer.txn, entries, checks=checks, errors=errors)
-        errors.raise_if_any()
+        existed = _check_existing(delta, store, writer.txn, entries, checks=checks, errors=found)
+        if found.total and errors is None:
+            raise _ExactLinesNeeded
+        found.raise_if_any()
         changes = delta.apply(writer, entries, existed)
         total = writer.current_rows(list_name) + changes.added - changes.removed
         writer.set_rows(list_name, max(total, 0))
@@ -197,6 +252,10 @@ def _last_per_key(
     return [last[key] for key in sorted(last)]
 
 
+def _normalised(column: pa.Array) -> pa.Array:
+    return pc.utf8_lower(pc.utf8_trim_whitespace(column))
+
+
 def _change_of(text: str) -> Change | None:
     try:
         return Change[text.strip().upper()]
@@ -252,6 +311,46 @@ class _ImeiDelta:
             entries.append(Entry(line, change, key, target))
         entries.sort(key=lambda entry: entry.line)
         return entries
+
+    def read_fast(self, path: Path, delimiter: str, header: Header) -> list[Entry] | None:
+        statuses = ("reporting_date", "status") if self._stolen else ("status",)
+        names = (self._column, CHANGE_COLUMN, *(statuses if self._status else ()))
+        keys, changes, targets = [], [], []
+        try:
+            for imeis, change, *status in read_columns(path, delimiter, header, names):
+                found = valid_keys(imeis)
+                codes = pc.index_in(_normalised(change), value_set=_CHANGE_NAMES)
+                target = self._fast_targets(status, len(imeis))
+                if found is None or codes.null_count or target is None:
+                    return None
+                code = codes.to_numpy(zero_copy_only=False)
+                keys.append(found.tolist())
+                changes.append(code.tolist())
+                targets.append(np.where(code == Change.REMOVE, 0, target).tolist())
+        except pa.ArrowException:
+            return None
+        columns = (itertools.chain.from_iterable(c) for c in (keys, changes, targets))
+        rows = zip(*columns, strict=True)
+        return [
+            Entry(line, Change(change), key, target)
+            for line, (key, change, target) in enumerate(rows, start=2)
+        ]
+
+    def _fast_targets(self, status: list[pa.Array], rows: int) -> npt.NDArray[np.int64] | None:
+        """Each row's target set (see the class), or None if a row needs the row reader."""
+        if not self._status:
+            return np.zeros(rows, dtype=np.int64)
+        if self._stolen:
+            dates, text = status
+            if not pc.all(pc.match_substring_regex(pc.utf8_trim_whitespace(dates), _DATE)).as_py():
+                return None
+            blocking = pc.is_in(_normalised(text), value_set=_BLOCKING).to_numpy(
+                zero_copy_only=False
+            )
+            return np.where(blocking, 0, -1)
+        (text,) = status
+        complete = pc.is_in(_normalised(text), value_set=COMPLETE_STATUSES)
+        return np.where(complete.to_numpy(zero_copy_only=False), 0, 1)
 
     @staticmethod
     def _registration_status(fields: list[str]) -> int | str:
@@ -316,7 +415,14 @@ def _keys(values: list[int]) -> U64:
     return np.array(values, dtype=np.uint64)  # entries come in key order: already sorted
 
 
-class _TacDelta:
+class _RowsOnly:
+    """A list whose deltas are small enough, or varied enough, to be read row by row."""
+
+    def read_fast(self, path: Path, delimiter: str, header: Header) -> list[Entry] | None:
+        return None
+
+
+class _TacDelta(_RowsOnly):
     """A list keyed by TAC: the GSMA TAC database (with model records) or the barred TACs."""
 
     def __init__(self, which: TacSet, records: bool) -> None:
@@ -379,7 +485,7 @@ class _TacDelta:
         return f"tac {key:08d}"
 
 
-class _PairingDelta:
+class _PairingDelta(_RowsOnly):
     """IMEI-IMSI exception pairs, keyed by the pair; the MSISDN is what an update changes."""
 
     def read(self, header: Header, rows: Rows, errors: RowErrors) -> list[Entry]:
@@ -443,7 +549,7 @@ class _PairingDelta:
         return f"IMEI {body} with IMSI {imsi}"
 
 
-_DELTAS: dict[ListName, Callable[[], _Delta]] = {
+DELTAS: dict[ListName, Callable[[], _Delta]] = {
     ListName.REGISTRATION: lambda: _ImeiDelta(
         ListName.REGISTRATION, (SerialSet.REGISTERED, SerialSet.PROVISIONAL), "approved_imei"
     ),

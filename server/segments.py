@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +30,7 @@ from imeireg.server.normalise import SERIAL_BITS
 U16 = npt.NDArray[np.uint16]
 U32 = npt.NDArray[np.uint32]
 U64 = npt.NDArray[np.uint64]
+V = TypeVar("V", npt.NDArray[np.uint16], npt.NDArray[np.int64])
 
 END_OF_TAC = 1 << SERIAL_BITS
 # An IMEI with pairings; whether one pairs with the IMSI given is looked up afterwards.
@@ -41,6 +43,7 @@ assert facts.FACT_SPACE <= HAS_PAIRING, "fact bits must fit below HAS_PAIRING in
 BLOCK = 16  # keys per block of the fact table's two-step search: two cache lines
 _BLOCK_OFFSETS = np.arange(BLOCK)
 _NO_KEY = np.iinfo(np.uint64).max
+_NO_FACTS = np.empty(0, dtype=np.uint16)
 # A segment as stored: (point, facts) pairs, little-endian.
 SEGMENT_DTYPE = np.dtype([("point", "<u4"), ("facts", "<u2")])
 UNLISTED = np.array([(0, facts.NOT_REGISTERED)], dtype=SEGMENT_DTYPE).tobytes()
@@ -96,7 +99,36 @@ class Edit:
     removed: U64
 
 
-def patch_segments(old: Mapping[int, bytes], tacs: U32, edits: Sequence[Edit]) -> dict[int, bytes]:
+def overwrite_steps(steps: U64, values: V, keys: U64, new_values: V) -> tuple[U64, V]:
+    """A step function (sorted `steps`, the `values` from each on) with each of `keys`
+    (sorted, distinct) given its own step of `new_values`, the old values resuming one
+    key later. Costs a copy of the arrays and a binary search per key; repeated values
+    are left for the caller to merge."""
+    resumes = keys + np.uint64(1)
+    resumes = resumes[~sorted_contains(keys, resumes)]
+    resumed = values[np.searchsorted(steps, resumes, side="right") - 1]
+    # The old steps at an edited key are overwritten.
+    first = np.searchsorted(steps, keys, side="left")
+    counts = np.searchsorted(steps, keys, side="right") - first
+    starts = np.repeat(first - np.cumsum(counts) + counts, counts)
+    overwritten = starts + np.arange(int(counts.sum()))
+    steps, values = np.delete(steps, overwritten), np.delete(values, overwritten)
+    inserted = np.concatenate([keys, resumes])
+    order = np.argsort(inserted, kind="stable")
+    inserted, inserted_values = inserted[order], np.concatenate([new_values, resumed])[order]
+    at = np.searchsorted(steps, inserted)
+    return np.insert(steps, at, inserted), np.insert(values, at, inserted_values)
+
+
+class Patch(NamedTuple):
+    """Segments after edits, and the facts each edited key now has in its segment."""
+
+    segments: dict[int, bytes]
+    keys: U64
+    facts: U16
+
+
+def patch_segments(old: Mapping[int, bytes], tacs: U32, edits: Sequence[Edit]) -> Patch:
     """The segments of `tacs` after `edits`, from their `old` segments (absent: unlisted).
 
     Every segment starts at serial 0, so the segments of sorted TACs, concatenated,
@@ -109,7 +141,7 @@ def patch_segments(old: Mapping[int, bytes], tacs: U32, edits: Sequence[Edit]) -
     parts = [old.get(tac, UNLISTED) for tac in tacs.tolist()]
     edited = sorted_unique(np.concatenate([k for e in edits for k in (e.added, e.removed)]))
     if not len(edited):
-        return dict(zip(tacs.tolist(), parts, strict=True))
+        return Patch(dict(zip(tacs.tolist(), parts, strict=True)), edited, _NO_FACTS)
     packed = np.frombuffer(b"".join(parts), dtype=SEGMENT_DTYPE)
     lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
     lengths //= SEGMENT_DTYPE.itemsize
@@ -129,13 +161,7 @@ def patch_segments(old: Mapping[int, bytes], tacs: U32, edits: Sequence[Edit]) -
 
     after = (before(edited) | set_bits) & ~clear_bits & ~facts.NOT_REGISTERED
     after[(after & _REGISTRATION) == 0] |= facts.NOT_REGISTERED
-    resumes = edited + np.uint64(1)
-    resumes = resumes[~sorted_contains(edited, resumes)]
-    kept = ~sorted_contains(edited, steps)
-    keys = np.concatenate([steps[kept], edited, resumes])
-    found = np.concatenate([values[kept], after, before(resumes)])
-    order = np.argsort(keys, kind="stable")
-    keys, found = keys[order], found[order]
+    keys, found = overwrite_steps(steps, values, edited, after)
     owners = keys >> np.uint64(SERIAL_BITS)
     first = np.r_[True, owners[1:] != owners[:-1]]
     keep = first | np.r_[True, found[1:] != found[:-1]]
@@ -143,10 +169,11 @@ def patch_segments(old: Mapping[int, bytes], tacs: U32, edits: Sequence[Edit]) -
     result["point"] = keys[keep] & np.uint64(END_OF_TAC - 1)
     result["facts"] = found[keep]
     cuts = np.flatnonzero(first[keep]).tolist()
-    return {
+    segments = {
         tac: result[start:stop].tobytes()
         for tac, start, stop in zip(tacs.tolist(), cuts, [*cuts[1:], len(result)], strict=True)
     }
+    return Patch(segments, edited, after.astype(np.uint16))
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,9 +287,30 @@ class FactTable:
         changes = np.r_[True, merged_facts[1:] != merged_facts[:-1]]
         return FactTable(merged_keys[changes], merged_facts[changes])
 
+    def apply_edits(
+        self, keys: U64, segment_facts: U16, allocated: AbstractBitMap, barred: AbstractBitMap
+    ) -> FactTable:
+        """This table with each of `keys` (sorted, distinct) given its new segment facts,
+        and its TAC's own facts: what a delta changed, without re-reading any segment."""
+        size = int(np.searchsorted(self.keys, _NO_KEY))
+        tacs = keys >> np.uint64(SERIAL_BITS)
+        new = segment_facts | np.where(
+            sorted_contains(_array_of(allocated), tacs), 0, facts.TAC_UNALLOCATED
+        ).astype(np.uint16)
+        new |= np.where(sorted_contains(_array_of(barred), tacs), facts.TAC_BARRED, 0).astype(
+            np.uint16
+        )
+        steps, found = overwrite_steps(self.keys[:size], self.facts[:size], keys, new)
+        changes = np.r_[True, found[1:] != found[:-1]]
+        return FactTable(steps[changes], found[changes])
+
     def lookup(self, keys: U64) -> U16:
         """The facts of each IMEI key (``tac << SERIAL_BITS | serial``)."""
         first = (np.searchsorted(self.sample, keys, side="right") - 1) * BLOCK
         within = self.keys[first[:, np.newaxis] + _BLOCK_OFFSETS] <= keys[:, np.newaxis]
         found: U16 = self.facts[first + np.count_nonzero(within, axis=1) - 1]
         return found
+
+
+def _array_of(bitmap: AbstractBitMap) -> U64:
+    return np.array(bitmap.to_array(), dtype=np.uint64)

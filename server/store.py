@@ -59,6 +59,8 @@ _SNAPSHOT = struct.Struct(">Qd")
 _GENERATION = struct.Struct(">Q")
 _TAC_KEY = struct.Struct(">I")
 U64 = npt.NDArray[np.uint64]
+U16 = npt.NDArray[np.uint16]
+_EDITS = b"e"  # after a generation's key in `changes`: the keys it edited
 _COUNT = struct.Struct(">Q")
 # Segments are rebuilt this many TACs at a time, so memory stays bounded at any scale.
 _SEGMENT_TACS = 4096
@@ -317,6 +319,18 @@ class Store:
         raw = _get(txn, _GENERATION.pack(generation), db=self.changes)
         return None if raw is None else FrozenBitMap.deserialize(raw)
 
+    def edits(self, txn: lmdb.Transaction, generation: int) -> tuple[U64, U16] | None:
+        """The keys `generation` edited and their new segment facts, when that is all it
+        changed (a delta of an IMEI list); None otherwise."""
+        raw = _get(txn, _GENERATION.pack(generation) + _EDITS, db=self.changes)
+        if raw is None:
+            return None
+        count = len(raw) // 10
+        return (
+            np.frombuffer(raw, dtype="<u8", count=count).astype(np.uint64),
+            np.frombuffer(raw, dtype="<u2", offset=8 * count).astype(np.uint16),
+        )
+
     def tac_set(self, txn: lmdb.Transaction, which: TacSet) -> FrozenBitMap:
         raw = _get(txn, which.value.encode(), db=self.tac_sets)
         return FrozenBitMap() if raw is None else FrozenBitMap.deserialize(raw)
@@ -363,6 +377,9 @@ class StoreWriter:
         self.stale_segments = BitMap()
         #: TACs whose facts may have changed in any way: what a serving index re-reads.
         self.changed = BitMap()
+        # The edited keys and their new segment facts, while every change is one of those.
+        self._edits: list[tuple[U64, U16]] = []
+        self._whole_tacs_changed = False
 
     # Writes that keep their before-image.
 
@@ -432,12 +449,14 @@ class StoreWriter:
                 removed -= kept
         self.stale_segments |= touched
         self.changed |= touched
+        self._whole_tacs_changed = True
         return Changes(added, removed)
 
     def replace_tac_set(self, which: TacSet, tacs: AbstractBitMap) -> Changes:
         old = self.store.tac_set(self.txn, which)
         self.put(self.store.tac_sets, which.value.encode(), serialize(tacs))
         self.changed |= old ^ tacs
+        self._whole_tacs_changed |= bool(old ^ tacs)
         return Changes(len(tacs - old), len(old - tacs))
 
     def replace_records(self, db: Any, records: Mapping[bytes, bytes]) -> Changes:
@@ -482,11 +501,11 @@ class StoreWriter:
         for edit in edits:
             tacs |= _tacs_of(edit.added) | _tacs_of(edit.removed)
         old = self.store.segments_by_tac(self.txn, tacs)
-        for tac, segment in patch_segments(
-            old, np.array(tacs.to_array(), dtype=np.uint32), edits
-        ).items():
+        patch = patch_segments(old, np.array(tacs.to_array(), dtype=np.uint32), edits)
+        for tac, segment in patch.segments.items():
             self._put_segment(tac, segment)
         self.changed |= tacs
+        self._edits.append((patch.keys, patch.facts))
 
     def set_rows(self, name: ListName, rows: int) -> None:
         self.put(self.store.meta, _ROWS_PREFIX + name.value.encode(), _COUNT.pack(rows))
@@ -513,6 +532,7 @@ class StoreWriter:
                 + (f", from {kept} on)" if kept else "; none kept)")
             )
         replayed = 0
+        self._whole_tacs_changed = True
         for generation in range(current, before - 1, -1):
             replayed += self._replay(generation)
             tacs = self.store.changed_tacs(self.txn, generation)
@@ -581,6 +601,8 @@ class StoreWriter:
         key = _GENERATION.pack(generation)
         self.txn.put(key, json.dumps(asdict(record)).encode(), db=self.store.imports)
         self.txn.put(key, serialize(self.changed), db=self.store.changes)
+        if self._edits and not self._whole_tacs_changed:
+            self.txn.put(key + _EDITS, _pack_edits(self._edits), db=self.store.changes)
         self._rebuild_segments(self.stale_segments)
         self._forget_before(generation - HISTORY_GENERATIONS + 1)
         return record
@@ -628,6 +650,16 @@ class StoreWriter:
             self._put_segment(tac, segment)
 
 
+def _pack_edits(edits: list[tuple[U64, U16]]) -> bytes:
+    """Edits in the order made as one sorted array of keys, each with its last facts."""
+    keys = np.concatenate([k for k, _ in edits])
+    found = np.concatenate([f for _, f in edits])
+    order = np.argsort(keys, kind="stable")
+    keys, found = keys[order], found[order]
+    last = np.r_[keys[1:] != keys[:-1], True]
+    return keys[last].astype("<u8").tobytes() + found[last].astype("<u2").tobytes()
+
+
 def _bitmap(values: npt.NDArray[np.uint64]) -> BitMap:
     return BitMap(array("I", values.astype(np.uint32).tobytes()))
 
@@ -643,9 +675,12 @@ def _by_tac(added: U64, removed: U64) -> Iterator[tuple[int, BitMap, BitMap]]:
     bounds = (tacs << shift, (tacs + np.uint64(1)) << shift)
     add_at = np.searchsorted(added, bounds[0]), np.searchsorted(added, bounds[1])
     remove_at = np.searchsorted(removed, bounds[0]), np.searchsorted(removed, bounds[1])
-    for i, tac in enumerate(tacs.tolist()):
+    empty = BitMap()
+    for tac, add_from, add_to, remove_from, remove_to in zip(
+        tacs.tolist(), *(bound.tolist() for bound in (*add_at, *remove_at)), strict=True
+    ):
         yield (
             tac,
-            _bitmap(added[add_at[0][i] : add_at[1][i]] & mask),
-            _bitmap(removed[remove_at[0][i] : remove_at[1][i]] & mask),
+            _bitmap(added[add_from:add_to] & mask) if add_to > add_from else empty,
+            _bitmap(removed[remove_from:remove_to] & mask) if remove_to > remove_from else empty,
         )

@@ -18,6 +18,7 @@ from pyroaring import BitMap
 from imeireg.server import facts
 from imeireg.server.normalise import SERIAL_BITS
 from imeireg.server.segments import (
+    END_OF_TAC,
     GAP,
     HAS_PAIRING,
     SEGMENT_DTYPE,
@@ -281,7 +282,7 @@ def test_patching_segments_gives_what_computing_them_afresh_gives(
         for tac, segment in segments_of(before.members(), segment_tacs(before)).items()
         if segment != UNLISTED
     }
-    patched = patch_segments(old, tacs, edits)
+    patched = patch_segments(old, tacs, edits).segments
     within = {
         bit: keys[np.isin(keys >> np.uint64(SERIAL_BITS), tacs)]
         for bit, keys in after.members().items()
@@ -321,3 +322,29 @@ def test_splicing_changed_tacs_answers_like_a_table_built_afresh(
     )
     pairs = probes(before) + probes(after)
     assert lookup(spliced, pairs) == [after.facts_of(tac, serial) for tac, serial in pairs]
+
+
+@settings(max_examples=300)
+@given(registries(), registries())
+def test_applying_a_deltas_edits_answers_like_a_table_built_afresh(
+    before: Registry, changed_sets: Registry
+) -> None:
+    """What a serving index does after a delta of an IMEI list: only the keys it edited."""
+    after = Registry(changed_sets.sets, before.allocated, before.barred)
+    edits = edits_between(before, after)
+    keys = np.array(
+        sorted({int(key) for e in edits for key in [*e.added, *e.removed]}), dtype=np.uint64
+    )
+    tac_facts = facts.TAC_UNALLOCATED | facts.TAC_BARRED
+    segment_facts = np.array(
+        [
+            after.facts_of(int(k) >> SERIAL_BITS, int(k) & (END_OF_TAC - 1)) & ~tac_facts
+            for k in keys
+        ],
+        dtype=np.uint16,
+    )
+    edited = table_of(before).apply_edits(
+        keys, segment_facts, BitMap(after.allocated), BitMap(after.barred)
+    )
+    pairs = probes(before) + probes(after)
+    assert lookup(edited, pairs) == [after.facts_of(tac, serial) for tac, serial in pairs]
