@@ -125,7 +125,7 @@ def read_columns(
     """
     wanted = [f"f{header.positions[name]}" for name in names]
     with ExitStack() as stack:
-        reader = arrow_csv.open_csv(
+        table = arrow_csv.read_csv(
             _counted(path, stack, show_progress=show_progress),
             read_options=arrow_csv.ReadOptions(
                 skip_rows=1,
@@ -139,8 +139,8 @@ def read_columns(
                 strings_can_be_null=False,
             ),
         )
-        for batch in stack.enter_context(reader):
-            yield [batch.column(name) for name in wanted]
+    for batch in table.to_batches():
+        yield [batch.column(name) for name in wanted]
 
 
 def _counted(path: Path, stack: ExitStack, *, show_progress: bool) -> IO[bytes]:
