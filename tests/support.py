@@ -53,6 +53,23 @@ class SmallRegistry:
     unallocated_tac = imei(UNALLOCATED_TAC, 1)  # registered, TAC not allocated
 
 
+Answer = tuple[str, str, tuple[str, ...]]
+
+#: Every fact of the small registry and an invalid IMEI, with the default policy's verdicts.
+SMALL_REGISTRY_ANSWERS: list[Answer] = [
+    (SmallRegistry.registered, "WHITELISTED", ("REGISTERED",)),
+    (SmallRegistry.registered_other_tac, "WHITELISTED", ("REGISTERED",)),
+    (SmallRegistry.provisional, "GREYLISTED", ("REGISTRATION_PROVISIONAL",)),
+    (SmallRegistry.unregistered, "BLACKLISTED", ("NOT_REGISTERED",)),
+    (SmallRegistry.stolen, "BLACKLISTED", ("REGISTERED", "STOLEN")),
+    (SmallRegistry.barred, "BLACKLISTED", ("REGISTERED", "BARRED")),
+    (SmallRegistry.golden_and_stolen, "WHITELISTED", ("REGISTERED", "STOLEN", "GOLDEN")),
+    (SmallRegistry.barred_tac, "BLACKLISTED", ("TAC_BARRED", "REGISTERED")),
+    (SmallRegistry.unallocated_tac, "BLACKLISTED", ("TAC_UNALLOCATED", "REGISTERED")),
+    ("not-an-imei", "BLACKLISTED", ("INVALID_FORMAT",)),
+]
+
+
 def write(path: Path, lines: list[str]) -> Path:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -135,9 +152,12 @@ class ServerProcess:
         return self.process.stderr.read()
 
 
-def start_server(db: Path, *extra: str, timeout: float = 20) -> ServerProcess:
-    """Start `imeireg serve` on a free port and wait until its health service says SERVING."""
-    port = free_port()
+def start_server(
+    db: Path, *extra: str, timeout: float = 20, port: int | None = None
+) -> ServerProcess:
+    """Start `imeireg serve` on `port` (default: a free one) and wait until its health
+    service says SERVING."""
+    port = port or free_port()
     process = subprocess.Popen(
         imeireg_command("serve", "--db", str(db), "--port", str(port), *extra),
         stderr=subprocess.PIPE,

@@ -14,6 +14,7 @@ from support import (
     BARRED_TAC,
     OTHER_TAC,
     PHONE_TAC,
+    SMALL_REGISTRY_ANSWERS,
     UNALLOCATED_TAC,
     SmallRegistry,
     free_port,
@@ -38,18 +39,7 @@ def answers(verdicts: list[Verdict]) -> list[tuple[str, str, tuple[str, ...]]]:
 
 
 # Every fact of the small registry, with the verdict of the default (whitelist) policy.
-MIXED = [
-    (R.registered, "WHITELISTED", ("REGISTERED",)),
-    (R.registered_other_tac, "WHITELISTED", ("REGISTERED",)),
-    (R.provisional, "GREYLISTED", ("REGISTRATION_PROVISIONAL",)),
-    (R.unregistered, "BLACKLISTED", ("NOT_REGISTERED",)),
-    (R.stolen, "BLACKLISTED", ("REGISTERED", "STOLEN")),
-    (R.barred, "BLACKLISTED", ("REGISTERED", "BARRED")),
-    (R.golden_and_stolen, "WHITELISTED", ("REGISTERED", "STOLEN", "GOLDEN")),
-    (R.barred_tac, "BLACKLISTED", ("TAC_BARRED", "REGISTERED")),
-    (R.unallocated_tac, "BLACKLISTED", ("TAC_UNALLOCATED", "REGISTERED")),
-    ("not-an-imei", "BLACKLISTED", ("INVALID_FORMAT",)),
-]
+MIXED = SMALL_REGISTRY_ANSWERS
 MIXED_IMEIS = [imei for imei, _, _ in MIXED]
 
 

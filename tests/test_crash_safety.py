@@ -34,9 +34,9 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from support import (
     REGISTRATION_HEADER,
+    SMALL_REGISTRY_ANSWERS,
     ServerProcess,
     SmallRegistry,
     build_small_registry,
@@ -65,17 +65,7 @@ Answer = tuple[str, str, tuple[str, ...]]
 U64 = npt.NDArray[np.uint64]
 
 # The small registry's answers under the default policy: what must survive every crash.
-SMALL_ANSWERS: list[Answer] = [
-    (R.registered, "WHITELISTED", ("REGISTERED",)),
-    (R.registered_other_tac, "WHITELISTED", ("REGISTERED",)),
-    (R.provisional, "GREYLISTED", ("REGISTRATION_PROVISIONAL",)),
-    (R.unregistered, "BLACKLISTED", ("NOT_REGISTERED",)),
-    (R.stolen, "BLACKLISTED", ("REGISTERED", "STOLEN")),
-    (R.barred, "BLACKLISTED", ("REGISTERED", "BARRED")),
-    (R.golden_and_stolen, "WHITELISTED", ("REGISTERED", "STOLEN", "GOLDEN")),
-    (R.barred_tac, "BLACKLISTED", ("TAC_BARRED", "REGISTERED")),
-    (R.unallocated_tac, "BLACKLISTED", ("TAC_UNALLOCATED", "REGISTERED")),
-]
+SMALL_ANSWERS = SMALL_REGISTRY_ANSWERS[:-1]  # the valid IMEIs
 GENERATION = 7  # of the small registry: one import per list
 
 # Sizes that make an import take a couple of seconds, most of it in its write transaction:
@@ -397,27 +387,8 @@ def test_an_import_killed_after_writing_its_pages_but_not_its_meta_page_changes_
 
 
 def serve_on(db: Path, port: int) -> ServerProcess:
-    """`imeireg serve` on `port`, once SERVING: start_server's, on the port a restart reuses."""
-    process = subprocess.Popen(
-        imeireg_command("serve", "--db", str(db), "--port", str(port)),
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    server = ServerProcess(process, f"127.0.0.1:{port}")
-    deadline = time.monotonic() + TIMEOUT
-    with grpc.insecure_channel(server.target) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"imeireg serve exited {process.returncode}: {server.log()}")
-            try:
-                answer = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                    return server
-            except grpc.RpcError:
-                time.sleep(0.05)
-    server.stop(signal.SIGKILL)
-    raise RuntimeError(f"imeireg serve did not become SERVING within {TIMEOUT} s")
+    """`imeireg serve` on `port`, once SERVING: the port a restart reuses."""
+    return start_server(db, timeout=TIMEOUT, port=port)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from support import (
+    SMALL_REGISTRY_ANSWERS,
     ServerProcess,
     SmallRegistry,
     build_small_registry,
@@ -38,18 +39,7 @@ R = SmallRegistry
 Answer = tuple[str, str, tuple[str, ...]]
 
 # Facts of the small registry with their verdicts under the default policy.
-EXPECTED: list[Answer] = [
-    (R.registered, "WHITELISTED", ("REGISTERED",)),
-    (R.registered_other_tac, "WHITELISTED", ("REGISTERED",)),
-    (R.provisional, "GREYLISTED", ("REGISTRATION_PROVISIONAL",)),
-    (R.unregistered, "BLACKLISTED", ("NOT_REGISTERED",)),
-    (R.stolen, "BLACKLISTED", ("REGISTERED", "STOLEN")),
-    (R.barred, "BLACKLISTED", ("REGISTERED", "BARRED")),
-    (R.golden_and_stolen, "WHITELISTED", ("REGISTERED", "STOLEN", "GOLDEN")),
-    (R.barred_tac, "BLACKLISTED", ("TAC_BARRED", "REGISTERED")),
-    (R.unallocated_tac, "BLACKLISTED", ("TAC_UNALLOCATED", "REGISTERED")),
-    ("not-an-imei", "BLACKLISTED", ("INVALID_FORMAT",)),
-]
+EXPECTED = SMALL_REGISTRY_ANSWERS
 # A home-network IMSI paired with none of these IMEIs: it changes none of their verdicts.
 HOME_IMSI = R.paired_imsi
 
