@@ -339,7 +339,7 @@ def _print_info(info: RegistryInfo) -> None:
             (
                 str(record.generation),
                 f"{record.commit_time:%Y-%m-%d %H:%M:%S}",
-                record.list_name,
+                record.list_name or "*",  # a rollback: every list
                 record.mode,
                 f"{record.rows:,}",
                 record.file_name,

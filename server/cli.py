@@ -254,7 +254,7 @@ def _history(args: argparse.Namespace) -> int:
         (
             str(r.generation),
             time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.committed_at)),
-            r.list_name or "*",
+            r.list_name or "*",  # a rollback: every list
             r.mode,
             f"{r.rows:,}",
             f"{r.added:,}",

@@ -16,6 +16,7 @@ from support import (
     imei,
     imeireg_command,
     registration_row,
+    start_server,
     write,
 )
 
@@ -178,3 +179,13 @@ def test_history_and_rollback_commands(tmp_path: Path, registry: SmallRegistry) 
     refused = run("rollback", "42", "--db", db)
     assert refused.returncode == ExitCode.STORE
     assert "no generation 42 to roll back" in refused.stderr
+
+    server = start_server(registry.db)
+    try:
+        info = run("info", "--target", server.target)
+    finally:
+        server.stop()
+    assert info.returncode == ExitCode.OK, info.stderr
+    assert "snapshot: generation 9" in info.stdout
+    newest = info.stdout.split("FILE\n")[1].splitlines()[0].split()
+    assert newest[:6] == ["9", *newest[1:3], "*", "rollback", "3"]
