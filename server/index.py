@@ -22,7 +22,7 @@ from pyroaring import FrozenBitMap
 from imeireg.server import facts
 from imeireg.server.columns import TextColumn
 from imeireg.server.normalise import SERIAL_BITS, ImeiBatch
-from imeireg.server.segments import HAS_PAIRING, SEGMENT_DTYPE, FactTable
+from imeireg.server.segments import HAS_PAIRING, SEGMENT_DTYPE, FactTable, Segment
 from imeireg.server.store import ImportRecord, ListName, Snapshot, Store, TacSet
 
 U16 = npt.NDArray[np.uint16]
@@ -42,7 +42,7 @@ class TacRecord:
     model: dict[str, str]
 
 
-def _points(segments: dict[int, bytes]) -> int:
+def _points(segments: dict[int, Segment]) -> int:
     return sum(map(len, segments.values())) // SEGMENT_DTYPE.itemsize
 
 
@@ -67,7 +67,7 @@ class RegistryIndex:
 
     def refresh(self) -> Snapshot:
         """Pin the newest committed snapshot if it changed; return the pinned one."""
-        txn = self.store.env.begin()
+        txn = self.store.env.begin(buffers=True)  # segments read in place (see refresh)
         raw = bytes(txn.get(b"snapshot", db=self.store.meta) or b"")
         if raw == self._snapshot_raw:
             txn.abort()

@@ -44,7 +44,9 @@ BLOCK = 16  # keys per block of the fact table's two-step search: two cache line
 _BLOCK_OFFSETS = np.arange(BLOCK)
 _NO_KEY = np.iinfo(np.uint64).max
 _NO_FACTS = np.empty(0, dtype=np.uint16)
-# A segment as stored: (point, facts) pairs, little-endian.
+# A segment as stored: (point, facts) pairs, little-endian; read as bytes, or as a view
+# of the store's pages.
+Segment = bytes | memoryview
 SEGMENT_DTYPE = np.dtype([("point", "<u4"), ("facts", "<u2")])
 UNLISTED = np.array([(0, facts.NOT_REGISTERED)], dtype=SEGMENT_DTYPE).tobytes()
 # The one row of a TAC in no list and no TAC set.
@@ -128,7 +130,7 @@ class Patch(NamedTuple):
     facts: U16
 
 
-def patch_segments(old: Mapping[int, bytes], tacs: U32, edits: Sequence[Edit]) -> Patch:
+def patch_segments(old: Mapping[int, Segment], tacs: U32, edits: Sequence[Edit]) -> Patch:
     """The segments of `tacs` after `edits`, from their `old` segments (absent: unlisted).
 
     Every segment starts at serial 0, so the segments of sorted TACs, concatenated,
@@ -141,7 +143,9 @@ def patch_segments(old: Mapping[int, bytes], tacs: U32, edits: Sequence[Edit]) -
     parts = [old.get(tac, UNLISTED) for tac in tacs.tolist()]
     edited = sorted_unique(np.concatenate([k for e in edits for k in (e.added, e.removed)]))
     if not len(edited):
-        return Patch(dict(zip(tacs.tolist(), parts, strict=True)), edited, _NO_FACTS)
+        return Patch(
+            {t: bytes(p) for t, p in zip(tacs.tolist(), parts, strict=True)}, edited, _NO_FACTS
+        )
     packed = np.frombuffer(b"".join(parts), dtype=SEGMENT_DTYPE)
     lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
     lengths //= SEGMENT_DTYPE.itemsize
@@ -199,7 +203,7 @@ class FactTable:
 
     @classmethod
     def assemble(
-        cls, segments: Mapping[int, bytes], allocated: Iterable[int], barred: Iterable[int]
+        cls, segments: Mapping[int, Segment], allocated: Iterable[int], barred: Iterable[int]
     ) -> FactTable:
         """The table of every TAC that is allocated, barred or has a segment."""
         allocated_tacs = np.sort(np.fromiter(allocated, dtype=np.uint64))
@@ -234,7 +238,7 @@ class FactTable:
     def splice(
         self,
         tacs: U64,
-        segments: Mapping[int, bytes],
+        segments: Mapping[int, Segment],
         allocated: AbstractBitMap,
         barred: AbstractBitMap,
     ) -> FactTable:

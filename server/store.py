@@ -45,7 +45,14 @@ from pyroaring import AbstractBitMap, BitMap, FrozenBitMap
 from imeireg.server import facts
 from imeireg.server.arrays import sorted_unique
 from imeireg.server.normalise import SERIAL_BITS
-from imeireg.server.segments import HAS_PAIRING, UNLISTED, Edit, patch_segments, segments_of
+from imeireg.server.segments import (
+    HAS_PAIRING,
+    UNLISTED,
+    Edit,
+    Segment,
+    patch_segments,
+    segments_of,
+)
 
 SCHEMA_VERSION = 2
 # Virtual address space only: LMDB grows the file as data is written.
@@ -341,11 +348,15 @@ class Store:
 
     def segments_by_tac(
         self, txn: lmdb.Transaction, tacs: Iterable[int] | None = None
-    ) -> dict[int, bytes]:
-        """Stored fact-table segments: of every listed TAC, or of those of `tacs` listed."""
+    ) -> dict[int, Segment]:
+        """Stored fact-table segments: of every listed TAC, or of those of `tacs` listed.
+
+        In a transaction begun with buffers=True, every listed TAC's segment is a view
+        of the store's pages, valid while the transaction is: not copied.
+        """
         if tacs is None:
             cursor = txn.cursor(db=self.segments)
-            return {tac_from_key(key): bytes(value) for key, value in cursor.iternext()}
+            return {tac_from_key(key): value for key, value in cursor.iternext()}
         return {
             tac: raw for tac in tacs if (raw := _get(txn, tac_key(tac), self.segments)) is not None
         }
