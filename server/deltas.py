@@ -178,7 +178,7 @@ def _apply(
     """
     if rows is None:
         raise _ExactLinesNeeded
-    found = errors or RowErrors(path)
+    found = errors if errors is not None else RowErrors(path)
     entries = _last_per_key(rows, checks, found, delta)
     if found.total:  # report the file's other errors too, then reject it
         if errors is None:
