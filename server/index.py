@@ -22,8 +22,8 @@ from pyroaring import FrozenBitMap
 from imeireg.server import facts
 from imeireg.server.columns import TextColumn
 from imeireg.server.normalise import SERIAL_BITS, ImeiBatch
-from imeireg.server.segments import HAS_PAIRING, SEGMENT_DTYPE, FactTable, Segment
-from imeireg.server.store import ImportRecord, ListName, Snapshot, Store, TacSet
+from imeireg.server.segments import GAP, HAS_PAIRING, SEGMENT_DTYPE, FactTable, Segment
+from imeireg.server.store import ImportRecord, ListName, Snapshot, Store, TacSet, merge_edits
 
 U16 = npt.NDArray[np.uint16]
 U32 = npt.NDArray[np.uint32]
@@ -42,6 +42,11 @@ class TacRecord:
     model: dict[str, str]
 
 
+def _distinct(*txns: lmdb.Transaction | None) -> list[lmdb.Transaction]:
+    """The transactions given, each once."""
+    return list({id(txn): txn for txn in txns if txn is not None}.values())
+
+
 def _points(segments: dict[int, Segment]) -> int:
     return sum(map(len, segments.values())) // SEGMENT_DTYPE.itemsize
 
@@ -52,22 +57,24 @@ class RegistryIndex:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._txn: lmdb.Transaction | None = None
+        # The transaction whose pages the table views (a saved table, mapped in place).
+        self._backing: lmdb.Transaction | None = None
         self._snapshot_raw = b""
         self._allocated = FrozenBitMap()
         self._barred_tacs = FrozenBitMap()
-        self._table = FactTable.assemble({}, (), ())
+        self._table = FactTable(np.zeros(1, np.uint64), np.full(1, GAP, np.uint16))  # until refresh
         self.snapshot = Snapshot(0, 0.0)
         self.refresh()
 
     def close(self) -> None:
-        if self._txn is not None:
-            self._txn.abort()
-            self._txn = None
+        for txn in _distinct(self._txn, self._backing):
+            txn.abort()
+        self._txn = self._backing = None
         self.store.close()
 
     def refresh(self) -> Snapshot:
         """Pin the newest committed snapshot if it changed; return the pinned one."""
-        txn = self.store.env.begin(buffers=True)  # segments read in place (see refresh)
+        txn = self.store.env.begin(buffers=True)  # segments and the saved table read in place
         raw = bytes(txn.get(b"snapshot", db=self.store.meta) or b"")
         if raw == self._snapshot_raw:
             txn.abort()
@@ -76,26 +83,72 @@ class RegistryIndex:
         snapshot = self.store.snapshot(txn)
         self._allocated = self.store.tac_set(txn, TacSet.ALLOCATED)
         self._barred_tacs = self.store.tac_set(txn, TacSet.BARRED)
-        edits = self._edits_since(txn, previous, snapshot.generation)
-        if edits is not None:
-            for keys, segment_facts in edits:
-                self._table = self._table.apply_edits(
-                    keys, segment_facts, self._allocated, self._barred_tacs
-                )
+        released = _distinct(self._txn, self._backing)
+        if self._txn is None:
+            self._table, self._backing = self._first_table(txn, snapshot.generation)
         else:
-            self._reload(txn, previous, snapshot.generation)
-        if self._txn is not None:
+            table = self._caught_up(txn, self._table, previous, snapshot.generation)
+            if table is not self._table:
+                self._table, self._backing = table, None
             log.info("now answering from generation %d (was %d)", snapshot.generation, previous)
-            self._txn.abort()
+        # A transaction stays open while the table views its pages.
+        for old in released:
+            if old is not self._backing:
+                old.abort()
         self._txn, self._snapshot_raw, self.snapshot = txn, raw, snapshot
         return snapshot
+
+    def _first_table(
+        self, txn: lmdb.Transaction, current: int
+    ) -> tuple[FactTable, lmdb.Transaction | None]:
+        """The table to start from, and the transaction whose pages it views, if any.
+
+        The table a generation saved (store.py), mapped where it lies, then brought up to
+        date like a served table; with none saved, assembled from every segment.
+        """
+        saved = self.store.saved_table(txn)
+        if saved is None or saved[0] > current:
+            return self._assembled(txn), None
+        generation, keys, found = saved
+        table = FactTable(keys, found)
+        current_table = self._caught_up(txn, table, generation, current)
+        return current_table, (txn if current_table is table else None)
+
+    def _caught_up(
+        self, txn: lmdb.Transaction, table: FactTable, previous: int, current: int
+    ) -> FactTable:
+        """`table`, as of generation `previous`, brought up to generation `current`."""
+        if current == previous:
+            return table
+        edits = self._edits_since(txn, previous, current)
+        if edits is not None:
+            keys, segment_facts = merge_edits(edits)
+            return table.apply_edits(keys, segment_facts, self._allocated, self._barred_tacs)
+        changed = self._changed_since(txn, previous, current)
+        if changed is not None and not changed:
+            return table
+        segments = self.store.segments_by_tac(txn, changed) if changed else {}
+        # Splicing copies the table once; when most of it changed (a full import of a
+        # list), assembling it anew costs no more.
+        if changed is None or _points(segments) > len(table.keys) // 2:
+            return self._assembled(txn)
+        return table.splice(
+            np.array(changed.to_array(), dtype=np.uint64),
+            segments,
+            self._allocated,
+            self._barred_tacs,
+        )
+
+    def _assembled(self, txn: lmdb.Transaction) -> FactTable:
+        segments = self.store.segments_by_tac(txn)
+        return FactTable.assemble(segments, self._allocated, self._barred_tacs)
 
     def _edits_since(
         self, txn: lmdb.Transaction, previous: int, current: int
     ) -> list[tuple[U64, U16]] | None:
         """The edits of generations previous+1..current, when each of them is a delta of
         an IMEI list: applied to the table, they cost a copy of it and no segment read."""
-        if self._txn is None or current <= previous:
+        if current <= previous:
             return None
         edits = []
         for generation in range(previous + 1, current + 1):
@@ -105,30 +158,13 @@ class RegistryIndex:
             edits.append(found)
         return edits
 
-    def _reload(self, txn: lmdb.Transaction, previous: int, current: int) -> None:
-        """Re-read the segments of the TACs generations previous+1..current changed."""
-        changed = self._changed_since(txn, previous, current)
-        segments = self.store.segments_by_tac(txn, changed) if changed else {}
-        # Splicing copies the table once; when most of it changed (a full import of a
-        # list), assembling it anew costs no more.
-        if changed is None or _points(segments) > len(self._table.keys) // 2:
-            segments = self.store.segments_by_tac(txn)
-            self._table = FactTable.assemble(segments, self._allocated, self._barred_tacs)
-        elif changed:
-            self._table = self._table.splice(
-                np.array(changed.to_array(), dtype=np.uint64),
-                segments,
-                self._allocated,
-                self._barred_tacs,
-            )
-
     def _changed_since(
         self, txn: lmdb.Transaction, previous: int, current: int
     ) -> FrozenBitMap | None:
-        """The TACs generations previous+1..current changed; None when the table is to be built
-        whole: on the first load, or when a generation has no change record or the store
-        went back (a different store under the same path)."""
-        if self._txn is None or current <= previous:
+        """The TACs generations previous+1..current changed; None when the table is to be
+        built whole: a generation has no change record, or the store went back (a
+        different store under the same path)."""
+        if current <= previous:
             return None
         changed = FrozenBitMap()
         for generation in range(previous + 1, current + 1):

@@ -49,6 +49,7 @@ from imeireg.server.segments import (
     HAS_PAIRING,
     UNLISTED,
     Edit,
+    FactTable,
     Segment,
     patch_segments,
     segments_of,
@@ -68,6 +69,8 @@ _TAC_KEY = struct.Struct(">I")
 U64 = npt.NDArray[np.uint64]
 U16 = npt.NDArray[np.uint16]
 _EDITS = b"e"  # after a generation's key in `changes`: the keys it edited
+# In `meta`: the whole fact table as a generation saved it.
+_TABLE_GENERATION, _TABLE_KEYS, _TABLE_FACTS = b"table:generation", b"table:keys", b"table:facts"
 _COUNT = struct.Struct(">Q")
 # Segments are rebuilt this many TACs at a time, so memory stays bounded at any scale.
 _SEGMENT_TACS = 4096
@@ -325,6 +328,20 @@ class Store:
         """TACs whose serial sets `generation` changed; None when it is not recorded."""
         raw = _get(txn, _GENERATION.pack(generation), db=self.changes)
         return None if raw is None else FrozenBitMap.deserialize(raw)
+
+    def saved_table(self, txn: lmdb.Transaction) -> tuple[int, U64, U16] | None:
+        """The fact table as a generation saved it, and that generation; None if none did.
+
+        In a transaction begun with buffers=True the arrays are views of the store's
+        pages, valid while the transaction is open.
+        """
+        generation = _get(txn, _TABLE_GENERATION, self.meta)
+        if generation is None:
+            return None
+        keys: U64 = np.frombuffer(txn.get(_TABLE_KEYS, b"", db=self.meta), dtype="<u8")
+        found: U16 = np.frombuffer(txn.get(_TABLE_FACTS, b"", db=self.meta), dtype="<u2")
+        saved: int = _GENERATION.unpack(generation)[0]
+        return saved, keys, found
 
     def edits(self, txn: lmdb.Transaction, generation: int) -> tuple[U64, U16] | None:
         """The keys `generation` edited and their new segment facts, when that is all it
@@ -615,8 +632,26 @@ class StoreWriter:
         if self._edits and not self._whole_tacs_changed:
             self.txn.put(key + _EDITS, _pack_edits(self._edits), db=self.store.changes)
         self._rebuild_segments(self.stale_segments)
+        if self._whole_tacs_changed:
+            self._save_table(generation)
         self._forget_before(generation - HISTORY_GENERATIONS + 1)
         return record
+
+    def _save_table(self, generation: int) -> None:
+        """Store the whole fact table as of `generation`, for servers to map at start.
+
+        Written by generations that replace lists or change TAC sets, which change much
+        of the table; a server catches up on the deltas since from their edits.
+        """
+        table = FactTable.assemble(
+            self.store.segments_by_tac(self.txn),
+            self.store.tac_set(self.txn, TacSet.ALLOCATED),
+            self.store.tac_set(self.txn, TacSet.BARRED),
+        )
+        meta = self.store.meta
+        self.txn.put(_TABLE_KEYS, table.keys.astype("<u8", copy=False).data, db=meta)
+        self.txn.put(_TABLE_FACTS, table.facts.astype("<u2", copy=False).data, db=meta)
+        self.txn.put(_TABLE_GENERATION, _GENERATION.pack(generation), db=meta)
 
     def _forget_before(self, generation: int) -> None:
         """Drop the before-images of generations older than `generation`."""
@@ -661,14 +696,21 @@ class StoreWriter:
             self._put_segment(tac, segment)
 
 
-def _pack_edits(edits: list[tuple[U64, U16]]) -> bytes:
-    """Edits in the order made as one sorted array of keys, each with its last facts."""
+def merge_edits(edits: list[tuple[U64, U16]]) -> tuple[U64, U16]:
+    """Edits made in order (keys and their facts), as one: each key with its last facts."""
+    if len(edits) == 1:
+        return edits[0]
     keys = np.concatenate([k for k, _ in edits])
     found = np.concatenate([f for _, f in edits])
     order = np.argsort(keys, kind="stable")
     keys, found = keys[order], found[order]
     last = np.r_[keys[1:] != keys[:-1], True]
-    return keys[last].astype("<u8").tobytes() + found[last].astype("<u2").tobytes()
+    return keys[last], found[last]
+
+
+def _pack_edits(edits: list[tuple[U64, U16]]) -> bytes:
+    keys, found = merge_edits(edits)
+    return keys.astype("<u8").tobytes() + found.astype("<u2").tobytes()
 
 
 def _bitmap(values: npt.NDArray[np.uint64]) -> BitMap:

@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from support import (
     GSMA_HEADER,
@@ -27,9 +28,9 @@ from imeireg.server.deltas import DELTAS, DeltaChecks, Entry, import_delta
 from imeireg.server.importers import ImportRejected, RowErrors, list_format
 from imeireg.server.index import RegistryIndex
 from imeireg.server.normalise import normalise_batch
-from imeireg.server.segments import FactTable
+from imeireg.server.segments import HAS_PAIRING, FactTable
 from imeireg.server.sources import open_rows, read_header
-from imeireg.server.store import ListName, SerialSet, Store
+from imeireg.server.store import ListName, SerialSet, Store, TacSet
 
 R = SmallRegistry
 NEW = imei(PHONE_TAC, 777)
@@ -284,6 +285,7 @@ def test_a_served_index_follows_deltas_like_a_fresh_build(
     ]
 
     def answers_like_a_fresh_build(expected_calls: list[str]) -> None:
+        calls.clear()  # an import that changes TAC sets assembles the table it saves
         served.refresh()
         assert calls == expected_calls
         calls.clear()
@@ -423,3 +425,58 @@ def test_errors_found_after_a_column_read_name_their_exact_lines(
     assert rejected.errors == [
         f"{path}:3: add of IMEI {R.registered[:14]}, which the list already has"
     ]
+
+
+def test_a_starting_index_maps_the_saved_table_and_catches_up_on_deltas(
+    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last full import saved the table; a server starting later maps it where it lies
+    and applies the deltas committed since, as one set of edits."""
+    for step in range(3):
+        adds = [(imei(PHONE_TAC, 2000 + 10 * step + s), "", "add") for s in range(5)]
+        import_delta(
+            store, ListName.REGISTRATION, registration_delta(tmp_path / f"{step}.csv", *adds)
+        )
+    with store.read() as txn:
+        saved = store.saved_table(txn)
+        current = store.snapshot(txn).generation
+    assert saved is not None and saved[0] == current - 3
+    calls: list[str] = []
+    for method in ("assemble", "splice", "apply_edits"):
+        monkeypatch.setattr(FactTable, method, counting(getattr(FactTable, method), method, calls))
+    started = RegistryIndex(store)
+    assert calls == ["apply_edits"]
+    monkeypatch.undo()
+    with store.read() as txn:
+        with_every_segment = FactTable.assemble(
+            store.segments_by_tac(txn),
+            store.tac_set(txn, TacSet.ALLOCATED),
+            store.tac_set(txn, TacSet.BARRED),
+        )
+    probes = [imei(tac, s) for tac in (PHONE_TAC, OTHER_TAC, "86000001") for s in range(0, 2100, 3)]
+    batch = normalise_batch(probes)
+    expected = with_every_segment.lookup(batch.keys).astype(np.uint32) & ~np.uint32(HAS_PAIRING)
+    assert started.facts(batch, [], frozenset()).tolist() == expected.tolist()
+
+
+def test_a_table_mapped_in_place_outlives_the_generations_that_leave_it_unchanged(
+    tmp_path: Path, store: Store
+) -> None:
+    served = RegistryIndex(store)
+    backing = served._backing
+    assert backing is not None, "started from the saved table"
+    before = served.facts(normalise_batch([R.registered, R.stolen]), [], frozenset()).tolist()
+    for step in range(20):  # model records only: the table stays, new pages are written
+        path = write(
+            tmp_path / f"g{step}.csv",
+            [
+                f"{GSMA_HEADER}|change_type",
+                f"{PHONE_TAC}|Acme|A{step}|LTE|15-Mar-2019|Phone||update",
+            ],
+        )
+        import_delta(store, ListName.GSMA_TAC, path)
+        served.refresh()
+    assert served._backing is backing
+    assert (
+        served.facts(normalise_batch([R.registered, R.stolen]), [], frozenset()).tolist() == before
+    )
