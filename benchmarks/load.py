@@ -27,10 +27,10 @@ VERIFY_EVERY = 64
 MAX_CALLS_PER_SLOT = 100_000_000
 MAX_ERRORS = 100
 CONNECT_TIMEOUT = 20.0
-_SETUP_TIMEOUT = 60.0
+SETUP_TIMEOUT = 60.0
 
 
-def _context() -> ForkServerContext:
+def client_context() -> ForkServerContext:
     context = multiprocessing.get_context("forkserver")
     # Every import a client needs (numpy, grpc, redis, psycopg, imeireg) is done once, in
     # the forkserver; a client only re-runs the main module's own code (as __mp_main__).
@@ -40,9 +40,9 @@ def _context() -> ForkServerContext:
 
 def run(job: Job, processes: int = 1) -> Measurement:
     """Run `job` in `processes` client processes at once; their measurements summed."""
-    context = _context()
+    context = client_context()
     results: multiprocessing.Queue[Measurement] = context.Queue()
-    start = context.Barrier(processes + 1, timeout=_SETUP_TIMEOUT)
+    start = context.Barrier(processes + 1, timeout=SETUP_TIMEOUT)
     workers = [
         context.Process(target=_client, args=(job, processes, start, results), daemon=True)
         for _ in range(processes)
@@ -50,7 +50,7 @@ def run(job: Job, processes: int = 1) -> Measurement:
     for worker in workers:
         worker.start()
     total = Measurement(job.system, job.batch_size, job.concurrency, processes)
-    deadline = time.monotonic() + _SETUP_TIMEOUT
+    deadline = time.monotonic() + SETUP_TIMEOUT
     try:
         start.wait()
         deadline += job.warmup + job.duration

@@ -22,25 +22,24 @@ import threading
 import time
 from collections.abc import Sequence
 from contextlib import suppress
-from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
 from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Barrier
 from types import TracebackType
 
 from benchmarks.drivers import Job, driver_for
-from benchmarks.load import CONNECT_TIMEOUT, MAX_CALLS_PER_SLOT, MAX_ERRORS, VERIFY_EVERY
+from benchmarks.load import (
+    CONNECT_TIMEOUT,
+    MAX_CALLS_PER_SLOT,
+    MAX_ERRORS,
+    SETUP_TIMEOUT,
+    VERIFY_EVERY,
+    client_context,
+)
 from benchmarks.measurement import Measurement, new_histogram
 
 WARM_UP = "warm-up"
-_SETUP_TIMEOUT = 60.0
 _RESULT_TIMEOUT = 60.0
-
-
-def _context() -> ForkServerContext:
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["benchmarks.drivers"])
-    return context
 
 
 class PhasedLoad:
@@ -49,11 +48,11 @@ class PhasedLoad:
     def __init__(self, job: Job, phases: Sequence[str], processes: int = 1) -> None:
         self.job = job
         self.phases = [WARM_UP, *phases]
-        context = _context()
+        context = client_context()
         # The phase number the clients are in; past the last phase, they stop.
         self._phase: Synchronized[int] = context.Value("i", 0)
         self._results: multiprocessing.Queue[list[Measurement]] = context.Queue()
-        self._start = context.Barrier(processes + 1, timeout=_SETUP_TIMEOUT)
+        self._start = context.Barrier(processes + 1, timeout=SETUP_TIMEOUT)
         self._clients: list[BaseProcess] = [
             context.Process(
                 target=_client,
