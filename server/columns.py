@@ -8,7 +8,8 @@ does not send the whole batch down a Python loop.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -32,16 +33,19 @@ class TextColumn(Sequence[str]):
     chars: U8
     starts: I64
     lengths: I64
-    all_digits: npt.NDArray[np.bool_] = field(init=False)  # per string; true when empty
 
-    def __post_init__(self) -> None:
+    @cached_property
+    def all_digits(self) -> npt.NDArray[np.bool_]:
+        """Per string, whether it is ASCII digits only (true when empty)."""
         # Non-digit bytes counted up to each position: a string is all digits when the
         # count at its end equals the count at its start.
         not_digit = np.empty(len(self.chars) + 1, dtype=np.int64)
         not_digit[0] = 0
         np.cumsum((self.chars - np.uint8(_ZERO)) > 9, out=not_digit[1:])
-        digits_only = not_digit[self.starts + self.lengths] == not_digit[self.starts]
-        object.__setattr__(self, "all_digits", digits_only)
+        digits_only: npt.NDArray[np.bool_] = (
+            not_digit[self.starts + self.lengths] == not_digit[self.starts]
+        )
+        return digits_only
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -88,10 +92,3 @@ class TextColumn(Sequence[str]):
         offsets = (self.starts[rows, np.newaxis] + np.arange(length)).ravel()
         digits = self.chars.take(offsets).reshape(len(rows), length) - np.uint8(_ZERO)
         return rows, digits
-
-    def prefix_number(self, digits: int) -> I64:
-        """The number spelt by each string's first `digits` bytes (meaningful for digit strings)."""
-        padded = np.concatenate([self.chars, np.zeros(digits, dtype=np.uint8)])
-        values = padded[self.starts[:, np.newaxis] + np.arange(digits)].astype(np.int64) - _ZERO
-        number: I64 = values @ (10 ** np.arange(digits - 1, -1, -1))
-        return number

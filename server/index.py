@@ -19,8 +19,10 @@ import numpy as np
 import numpy.typing as npt
 from pyroaring import FrozenBitMap
 
+from imeireg.imei import MCC_DIGITS
 from imeireg.server import facts
 from imeireg.server.columns import TextColumn
+from imeireg.server.kernels import batch_facts
 from imeireg.server.normalise import SERIAL_BITS, ImeiBatch
 from imeireg.server.segments import GAP, HAS_PAIRING, SEGMENT_DTYPE, FactTable, Segment
 from imeireg.server.store import ImportRecord, ListName, Snapshot, Store, TacSet, merge_edits
@@ -28,7 +30,7 @@ from imeireg.server.store import ImportRecord, ListName, Snapshot, Store, TacSet
 U16 = npt.NDArray[np.uint16]
 U32 = npt.NDArray[np.uint32]
 U64 = npt.NDArray[np.uint64]
-MCC_DIGITS = 3
+I64 = npt.NDArray[np.int64]
 log = logging.getLogger("imeireg.server")
 
 
@@ -174,14 +176,19 @@ class RegistryIndex:
             changed |= tacs
         return changed
 
-    def facts(self, batch: ImeiBatch, imsis: Sequence[str], home_mccs: frozenset[str]) -> U32:
-        """The fact bits of every IMEI of a batch; `imsis` is empty or aligned with it."""
-        valid = batch.valid
-        found = self._table.lookup(batch.keys).astype(np.uint32)
-        if imsis:
-            self._add_subscriber_facts(found, batch, imsis, home_mccs)
-        found &= np.uint32(~HAS_PAIRING & 0xFFFF)
-        return np.where(valid, found | batch.flags, batch.flags)
+    def facts(self, batch: ImeiBatch, imsis: Sequence[str], home_mccs: I64) -> U32:
+        """The fact bits of every IMEI of a batch; `imsis` is empty or aligned with it, and
+        `home_mccs` are the MCCs of the home network, as numbers."""
+        column = TextColumn.of(imsis)
+        found = batch_facts(self._table, batch, column, home_mccs)
+        paired = np.uint32(HAS_PAIRING)
+        for row in np.flatnonzero(found & paired).tolist() if len(column) else ():
+            tac, serial = divmod(int(batch.keys[row]), 1 << SERIAL_BITS)
+            imei_body = f"{tac:08d}{serial:06d}"
+            if column[row] and self.store.is_paired(self._pinned, imei_body, column[row]):
+                found[row] |= facts.PAIRED
+        found &= ~paired
+        return found
 
     def facts_of(self, tac: int, serial: int, imsi: str, home_mccs: frozenset[str]) -> int:
         """The fact bits of one valid IMEI: `facts` for a batch of one, without numpy's overhead."""
@@ -195,23 +202,9 @@ class RegistryIndex:
             found ^= HAS_PAIRING
             if imsi and self.store.is_paired(self._pinned, f"{tac:08d}{serial:06d}", imsi):
                 found |= facts.PAIRED
-        if imsi and imsi[:3] not in home_mccs:
+        if imsi and imsi[:MCC_DIGITS] not in home_mccs:
             found |= facts.INBOUND_ROAMER
         return found
-
-    def _add_subscriber_facts(
-        self, found: U32, batch: ImeiBatch, imsis: Sequence[str], home_mccs: frozenset[str]
-    ) -> None:
-        txn = self._pinned
-        tacs, serials = batch.tacs, batch.serials
-        for row in np.flatnonzero(found & np.uint32(HAS_PAIRING)).tolist():
-            body = f"{tacs[row]:08d}{serials[row]:06d}"
-            if imsis[row] and self.store.is_paired(txn, body, imsis[row]):
-                found[row] |= facts.PAIRED
-        column = TextColumn.of(imsis)
-        home = np.array([int(mcc) for mcc in home_mccs], dtype=np.int64)
-        roaming = (column.lengths > 0) & ~np.isin(column.prefix_number(MCC_DIGITS), home)
-        found[roaming] |= np.uint32(facts.INBOUND_ROAMER)
 
     @property
     def _pinned(self) -> lmdb.Transaction:

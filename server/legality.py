@@ -14,8 +14,9 @@ import numpy.typing as npt
 
 from imeireg.imei import parse_imei
 from imeireg.server import facts
+from imeireg.server.columns import TextColumn
 from imeireg.server.index import RegistryIndex
-from imeireg.server.normalise import normalise_batch
+from imeireg.server.kernels import normalise_column
 from imeireg.server.policy import Policy
 from imeireg.server.store import Snapshot
 
@@ -39,18 +40,19 @@ class LegalityChecker:
     def __init__(self, index: RegistryIndex, policy: Policy) -> None:
         self.index = index
         self.policy = policy
+        self._home_mccs = np.array(sorted(map(int, policy.home_mccs)), dtype=np.int64)
 
-    def check(
-        self, imeis: Sequence[str] | npt.NDArray[np.uint8], imsis: Sequence[str] = ()
-    ) -> BatchVerdict:
-        """Answer one batch: IMEI strings, or their digit matrix (see `normalise_batch`)."""
+    def check(self, imeis: Sequence[str], imsis: Sequence[str] = ()) -> BatchVerdict:
+        """Answer one batch of IMEI strings (a `TextColumn` of a request's bytes, or any
+        sequence), with IMSIs aligned to it or none."""
         snapshot = self.index.refresh()
-        if len(imeis) <= SMALL_BATCH and not isinstance(imeis, np.ndarray):
+        if len(imeis) <= SMALL_BATCH:
             reasons = np.fromiter(
                 map(self._facts_of, imeis, imsis or itertools.repeat("")), np.uint32, len(imeis)
             )
         else:
-            reasons = self.index.facts(normalise_batch(imeis), imsis, self.policy.home_mccs)
+            batch = normalise_column(TextColumn.of(imeis))
+            reasons = self.index.facts(batch, imsis, self._home_mccs)
         return BatchVerdict(self.policy.decide(reasons), reasons, snapshot)
 
     def _facts_of(self, imei: str, imsi: str) -> int:

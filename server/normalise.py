@@ -78,7 +78,7 @@ def normalise_batch(imeis: Sequence[str] | npt.NDArray[np.uint8]) -> ImeiBatch:
             keys[rows], flags[rows], rest[rows] = part.keys, part.flags, False
     # PEI spellings and malformed strings, a few in a batch: one by one.
     for row in np.flatnonzero(rest).tolist():
-        keys[row], flags[row] = _parse_one(imeis[row])
+        keys[row], flags[row] = normalise_one(imeis[row])
     return ImeiBatch(keys, flags)
 
 
@@ -96,7 +96,7 @@ def _from_digit_rows(digits: npt.NDArray[np.uint8]) -> ImeiBatch:
     return ImeiBatch(columns[:, _KEY].astype(np.uint64), flags)
 
 
-def _parse_one(text: str) -> tuple[int, int]:
+def normalise_one(text: str) -> tuple[int, int]:
     """The key and format flags of one IMEI."""
     parsed = parse_imei(text)
     if parsed is None:

@@ -8,7 +8,7 @@ such point on. Factory blocks of sequential serials make a few points each.
 
 Concatenated over all TACs, with the TAC-level facts (allocated, barred) folded
 in, segments form one sorted table, so the facts of a whole batch are one
-``np.searchsorted`` and one take, with no Python work per IMEI. Segments are
+search of it (`kernels.lookup`), with no Python work per IMEI. Segments are
 computed by the importer, in the import's transaction, and stored beside the
 bitmaps; the server only concatenates them.
 """
@@ -41,7 +41,6 @@ _REGISTRATION = facts.REGISTERED | facts.REGISTRATION_PROVISIONAL
 assert facts.FACT_SPACE <= HAS_PAIRING, "fact bits must fit below HAS_PAIRING in 16 bits"
 
 BLOCK = 16  # keys per block of the fact table's two-step search: two cache lines
-_BLOCK_OFFSETS = np.arange(BLOCK)
 _NO_KEY = np.iinfo(np.uint64).max
 _NO_FACTS = np.empty(0, dtype=np.uint16)
 # A segment as stored: (point, facts) pairs, little-endian; read as bytes, or as a view
@@ -309,13 +308,6 @@ class FactTable:
         steps, found = overwrite_steps(self.keys[:size], self.facts[:size], keys, new)
         changes = np.r_[True, found[1:] != found[:-1]]
         return FactTable(steps[changes], found[changes])
-
-    def lookup(self, keys: U64) -> U16:
-        """The facts of each IMEI key (``tac << SERIAL_BITS | serial``)."""
-        first = (np.searchsorted(self.sample, keys, side="right") - 1) * BLOCK
-        within = self.keys[first[:, np.newaxis] + _BLOCK_OFFSETS] <= keys[:, np.newaxis]
-        found: U16 = self.facts[first + np.count_nonzero(within, axis=1) - 1]
-        return found
 
 
 def _array_of(bitmap: AbstractBitMap) -> U64:

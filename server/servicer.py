@@ -12,14 +12,14 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
-import numpy as np
 from google.protobuf import any_pb2, timestamp_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from imeireg.imei import TAC_DIGITS, is_digits
 from imeireg.server.columns import TextColumn
-from imeireg.server.legality import SMALL_BATCH, LegalityChecker
+from imeireg.server.kernels import invalid_imsis
+from imeireg.server.legality import LegalityChecker
 from imeireg.server.store import SCHEMA_VERSION, ImportRecord, Snapshot
 from imeireg.server.wire import (
     CheckRequest,
@@ -77,14 +77,8 @@ def validate_check(count: int, imsis: Sequence[str], prefix: str = "") -> Sequen
                 )
             ]
         )
-    if count <= SMALL_BATCH:  # numpy's fixed costs outweigh its gain on a few IMSIs
-        column: Sequence[str] = imsis
-        bad = [i for i, imsi in enumerate(imsis) if imsi and not _is_imsi(imsi)]
-    else:
-        column = TextColumn.of(imsis)
-        lengths = column.lengths
-        valid = (lengths == 0) | ((lengths >= _IMSI_LENGTHS.start) & (lengths < _IMSI_LENGTHS.stop))
-        bad = np.flatnonzero(~(valid & column.all_digits)).tolist()
+    column = TextColumn.of(imsis)
+    bad = invalid_imsis(column, _IMSI_LENGTHS)
     if bad:
         raise InvalidRequest(
             [
@@ -96,10 +90,6 @@ def validate_check(count: int, imsis: Sequence[str], prefix: str = "") -> Sequen
             ]
         )
     return column
-
-
-def _is_imsi(text: str) -> bool:
-    return len(text) in _IMSI_LENGTHS and is_digits(text)
 
 
 def list_enum(name: str) -> pb.RegistryList.ValueType:

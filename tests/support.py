@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from imeireg.imei import with_check_digit
@@ -28,6 +29,8 @@ PHONE_TAC = "35332211"
 OTHER_TAC = "01234567"  # a reporting-body-01 TAC: leading zero kept
 BARRED_TAC = "86000001"
 UNALLOCATED_TAC = "99999999"
+# The home network's MCCs as `RegistryIndex.facts` takes them: Indonesia's, as the default policy.
+HOME_MCCS = np.array([510], dtype=np.int64)
 
 
 def imei(tac: str, serial: int) -> str:

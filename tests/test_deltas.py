@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from support import (
     GSMA_HEADER,
+    HOME_MCCS,
     OTHER_TAC,
     PHONE_TAC,
     REGISTRATION_HEADER,
@@ -27,6 +28,7 @@ from imeireg.server import facts
 from imeireg.server.deltas import DELTAS, DeltaChecks, Entry, import_delta
 from imeireg.server.importers import ImportRejected, RowErrors, list_format
 from imeireg.server.index import RegistryIndex
+from imeireg.server.kernels import lookup
 from imeireg.server.normalise import normalise_batch
 from imeireg.server.segments import HAS_PAIRING, FactTable
 from imeireg.server.sources import open_rows, read_header
@@ -61,7 +63,7 @@ def fact_names(store: Store, *imeis: str, imsi: str = "") -> list[list[str]]:
     """The facts a fresh index finds for each IMEI."""
     index = RegistryIndex(store)
     found = index.facts(
-        normalise_batch(list(imeis)), [imsi] * len(imeis) if imsi else [], frozenset({"510"})
+        normalise_batch(list(imeis)), [imsi] * len(imeis) if imsi else [], HOME_MCCS
     )
     return [facts.fact_names(int(bits)) for bits in found]
 
@@ -292,8 +294,8 @@ def test_a_served_index_follows_deltas_like_a_fresh_build(
         batch = normalise_batch(probes)
         fresh = RegistryIndex(store)
         calls.clear()
-        found = served.facts(batch, [], frozenset()).tolist()
-        assert found == fresh.facts(batch, [], frozenset()).tolist()
+        found = served.facts(batch, [], HOME_MCCS).tolist()
+        assert found == fresh.facts(batch, [], HOME_MCCS).tolist()
 
     for step in range(6):
         adds = [imei(PHONE_TAC, s) for s in range(100 * step + 10, 100 * step + 70)]
@@ -455,8 +457,8 @@ def test_a_starting_index_maps_the_saved_table_and_catches_up_on_deltas(
         )
     probes = [imei(tac, s) for tac in (PHONE_TAC, OTHER_TAC, "86000001") for s in range(0, 2100, 3)]
     batch = normalise_batch(probes)
-    expected = with_every_segment.lookup(batch.keys).astype(np.uint32) & ~np.uint32(HAS_PAIRING)
-    assert started.facts(batch, [], frozenset()).tolist() == expected.tolist()
+    expected = lookup(with_every_segment, batch.keys).astype(np.uint32) & ~np.uint32(HAS_PAIRING)
+    assert started.facts(batch, [], HOME_MCCS).tolist() == expected.tolist()
 
 
 def test_a_table_mapped_in_place_outlives_the_generations_that_leave_it_unchanged(
@@ -465,7 +467,7 @@ def test_a_table_mapped_in_place_outlives_the_generations_that_leave_it_unchange
     served = RegistryIndex(store)
     backing = served._backing
     assert backing is not None, "started from the saved table"
-    before = served.facts(normalise_batch([R.registered, R.stolen]), [], frozenset()).tolist()
+    before = served.facts(normalise_batch([R.registered, R.stolen]), [], HOME_MCCS).tolist()
     for step in range(20):  # model records only: the table stays, new pages are written
         path = write(
             tmp_path / f"g{step}.csv",
@@ -477,6 +479,4 @@ def test_a_table_mapped_in_place_outlives_the_generations_that_leave_it_unchange
         import_delta(store, ListName.GSMA_TAC, path)
         served.refresh()
     assert served._backing is backing
-    assert (
-        served.facts(normalise_batch([R.registered, R.stolen]), [], frozenset()).tolist() == before
-    )
+    assert served.facts(normalise_batch([R.registered, R.stolen]), [], HOME_MCCS).tolist() == before

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from support import (
+    HOME_MCCS,
     PHONE_TAC,
     REGISTRATION_HEADER,
     SmallRegistry,
@@ -46,7 +47,7 @@ def contents(store: Store) -> dict[str, Any]:
             found[name] = {bytes(k): bytes(v) for k, v in txn.cursor(db=db).iternext()}
         found["rows"] = store.rows(txn)
     batch = normalise_batch(PROBES)
-    found["facts"] = RegistryIndex(store).facts(batch, [], frozenset()).tolist()
+    found["facts"] = RegistryIndex(store).facts(batch, [], HOME_MCCS).tolist()
     return found
 
 
@@ -118,7 +119,7 @@ def test_rollback_returns_every_list_to_its_state_before_a_generation(
         assert contents(store) == states[target - first]
         served.refresh()
         batch = normalise_batch(PROBES)
-        assert served.facts(batch, [], frozenset()).tolist() == states[target - first]["facts"]
+        assert served.facts(batch, [], HOME_MCCS).tolist() == states[target - first]["facts"]
     # A rollback is a generation like any other, so it can be undone too.
     roll_back(store, record.generation)
     assert contents(store) == states[1]

@@ -13,7 +13,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -33,12 +32,15 @@ from support import (
 
 from imeireg.imei import luhn_check_digit, parse_imei, with_check_digit
 from imeireg.server import facts
+from imeireg.server.columns import TextColumn
 from imeireg.server.importers import import_file
 from imeireg.server.index import RegistryIndex
 from imeireg.server.legality import SMALL_BATCH, LegalityChecker
 from imeireg.server.normalise import normalise_batch
 from imeireg.server.policy import Policy
 from imeireg.server.store import ListName, Store
+from imeireg.server.wire import CheckRequest
+from imeireg.v1 import legality_pb2 as pb
 
 R = SmallRegistry
 HOME_IMSI = "510109999999999"  # a home subscriber with no pairing
@@ -80,7 +82,7 @@ def writable(small_registry: SmallRegistry) -> Iterator[LegalityChecker]:
 
 def answers(
     checker: LegalityChecker,
-    imeis: Sequence[str] | npt.NDArray[np.uint8],
+    imeis: Sequence[str],
     imsis: Sequence[str] = (),
 ) -> Answers:
     verdict = checker.check(imeis, imsis)
@@ -95,11 +97,6 @@ def answered_in_one_batch(checker: LegalityChecker, imeis: Sequence[str]) -> Ans
     """Padded past SMALL_BATCH so that the batch takes the vectorised path."""
     padding = [R.registered] * (SMALL_BATCH + 1)
     return answers(checker, [*imeis, *padding])[: len(imeis)]
-
-
-def digit_matrix(imeis: Sequence[str]) -> npt.NDArray[np.uint8]:
-    """The IMEIs as the wire codec reads a request of IMEIs all spelt alike."""
-    return np.array([[int(char) for char in text] for text in imeis], dtype=np.uint8)
 
 
 def repeated_past_small_batch(items: list[str]) -> list[str]:
@@ -155,15 +152,17 @@ def test_small_and_large_batches_give_the_same_answers(
 
 @settings(max_examples=150, deadline=None)
 @given(same_length_spellings)
-def test_batches_spelt_alike_give_the_same_answers_as_strings_and_as_a_digit_matrix(
+def test_batches_give_the_same_answers_as_strings_and_as_columns_of_request_bytes(
     checker: LegalityChecker, texts: list[str]
 ) -> None:
     small = answers(checker, texts)
     many = repeated_past_small_batch(texts)
     copies = len(many) // len(texts)
     assert answers(checker, many) == small * copies
-    assert answers(checker, digit_matrix(many)) == small * copies
-    assert answers(checker, digit_matrix(texts)) == small
+    for batch in (many, texts):
+        request = CheckRequest.parse(pb.CheckImeisRequest(imeis=batch).SerializeToString())
+        assert isinstance(request.imeis, TextColumn)
+        assert answers(checker, request.imeis) == small * (len(batch) // len(texts))
 
 
 WHITELISTED, GREYLISTED, BLACKLISTED = 1, 2, 3
@@ -251,7 +250,8 @@ def test_after_an_import_the_same_index_answers_the_new_generation(
     assert import_file(index.store, ListName.STOLEN, path).generation == generation + 1
 
     # Until the next request refreshes it, the index answers from the snapshot it pinned.
-    pinned = index.facts(normalise_batch(probes), (), writable.policy.home_mccs)
+    home_mccs = np.array(sorted(map(int, writable.policy.home_mccs)))
+    pinned = index.facts(normalise_batch(probes), (), home_mccs)
     assert pinned.tolist() == [found for _, found in before]
 
     after = answered_in_one_batch(writable, probes)

@@ -1,4 +1,9 @@
-"""Batch normalisation (`imeireg.server.normalise`): the columns must say what `parse_imei` says."""
+"""Batch normalisation: the columns must say what `parse_imei` says.
+
+Both implementations are held to it: `normalise.normalise_batch`, the importers'
+whole-array numpy passes, and `kernels.normalise_column`, the request path's
+compiled pass over a request's bytes.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from imeireg.imei import luhn_check_digit, parse_imei, with_check_digit
+from imeireg.server.columns import TextColumn
 from imeireg.server.facts import CHECK_DIGIT_MISMATCH, INVALID_FORMAT
+from imeireg.server.kernels import normalise_column
 from imeireg.server.normalise import ImeiBatch, normalise_batch
 
 ASCII_DIGITS = "0123456789"
@@ -55,30 +62,36 @@ def expected_columns(texts: list[str]) -> tuple[list[int], list[int], list[int]]
     return tacs, serials, flags
 
 
-def assert_agrees_with_parse_imei(texts: list[str], batch: ImeiBatch) -> None:
+def normalised(texts: list[str]) -> list[ImeiBatch]:
+    """The batch as each implementation normalises it."""
+    return [normalise_batch(texts), normalise_column(TextColumn.of(texts))]
+
+
+def assert_agrees_with_parse_imei(texts: list[str]) -> None:
     tacs, serials, flags = expected_columns(texts)
-    for column in (batch.tacs, batch.serials, batch.flags):
-        assert column.dtype == np.uint32
-    assert batch.tacs.tolist() == tacs
-    assert batch.serials.tolist() == serials
-    assert batch.flags.tolist() == flags
-    assert batch.valid.tolist() == [flag != INVALID_FORMAT for flag in flags]
+    for batch in normalised(texts):
+        for column in (batch.tacs, batch.serials, batch.flags):
+            assert column.dtype == np.uint32
+        assert batch.tacs.tolist() == tacs
+        assert batch.serials.tolist() == serials
+        assert batch.flags.tolist() == flags
+        assert batch.valid.tolist() == [flag != INVALID_FORMAT for flag in flags]
 
 
 @given(st.lists(fifteen_digit_imeis, min_size=1, max_size=50))
 def test_fifteen_digit_batches_agree_with_parse_imei(texts: list[str]) -> None:
-    assert_agrees_with_parse_imei(texts, normalise_batch(texts))
+    assert_agrees_with_parse_imei(texts)
 
 
 @given(
     st.one_of(st.lists(bodies, min_size=1, max_size=50), st.lists(imeisvs, min_size=1, max_size=50))
 )
 def test_batches_of_bodies_or_of_imeisvs_agree_with_parse_imei(texts: list[str]) -> None:
-    assert_agrees_with_parse_imei(texts, normalise_batch(texts))
+    assert_agrees_with_parse_imei(texts)
 
 
 def test_empty_batch_gives_empty_columns() -> None:
-    assert_agrees_with_parse_imei([], normalise_batch([]))
+    assert_agrees_with_parse_imei([])
 
 
 @given(st.lists(imeis, min_size=1, max_size=50), st.data())
@@ -86,38 +99,38 @@ def test_bad_check_digits_are_flagged_where_they_are(texts: list[str], data: st.
     spoiled = data.draw(st.sets(st.integers(min_value=0, max_value=len(texts) - 1)))
     for i in spoiled:
         texts[i] = texts[i][:14] + str((int(texts[i][14]) + 1) % 10)
-    batch = normalise_batch(texts)
-    assert batch.flags.tolist() == [
-        CHECK_DIGIT_MISMATCH if i in spoiled else 0 for i in range(len(texts))
-    ]
-    assert batch.valid.all()
+    for batch in normalised(texts):
+        assert batch.flags.tolist() == [
+            CHECK_DIGIT_MISMATCH if i in spoiled else 0 for i in range(len(texts))
+        ]
+        assert batch.valid.all()
 
 
 @given(st.lists(any_spelling, min_size=1, max_size=50))
 def test_any_batch_agrees_with_parse_imei(texts: list[str]) -> None:
-    assert_agrees_with_parse_imei(texts, normalise_batch(texts))
+    assert_agrees_with_parse_imei(texts)
 
 
 @given(st.lists(bare_digits, min_size=1, max_size=50))
 @example(["49015420323751", "4901542032375101"])
 @example(["490154203237518;", "49015420323751"])
 def test_batches_of_bare_digit_strings_agree_with_parse_imei(texts: list[str]) -> None:
-    assert_agrees_with_parse_imei(texts, normalise_batch(texts))
+    assert_agrees_with_parse_imei(texts)
 
 
 def test_a_body_and_an_imeisv_are_not_read_as_two_fifteen_digit_imeis() -> None:
     # Their lengths sum to 2 x 15: a batch checked by total length alone would misread both.
-    batch = normalise_batch(["49015420323751", "4901542032375101"])
-    assert batch.tacs.tolist() == [49015420, 49015420]
-    assert batch.serials.tolist() == [323751, 323751]
-    assert batch.flags.tolist() == [0, 0]
+    for batch in normalised(["49015420323751", "4901542032375101"]):
+        assert batch.tacs.tolist() == [49015420, 49015420]
+        assert batch.serials.tolist() == [323751, 323751]
+        assert batch.flags.tolist() == [0, 0]
 
 
 def test_order_of_the_request_is_kept() -> None:
-    batch = normalise_batch(
+    for batch in normalised(
         ["490154203237518", "not an imei", "012345678901230", "imeisv-3520990012345601"]
-    )
-    assert batch.tacs.tolist() == [49015420, 0, 1234567, 35209900]
-    assert batch.serials.tolist() == [323751, 0, 890123, 123456]
-    assert batch.flags.tolist() == [0, INVALID_FORMAT, CHECK_DIGIT_MISMATCH, 0]
-    assert batch.valid.tolist() == [True, False, True, True]
+    ):
+        assert batch.tacs.tolist() == [49015420, 0, 1234567, 35209900]
+        assert batch.serials.tolist() == [323751, 0, 890123, 123456]
+        assert batch.flags.tolist() == [0, INVALID_FORMAT, CHECK_DIGIT_MISMATCH, 0]
+        assert batch.valid.tolist() == [True, False, True, True]

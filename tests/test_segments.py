@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyroaring import BitMap
 
-from imeireg.server import facts
+from imeireg.server import facts, kernels
 from imeireg.server.normalise import SERIAL_BITS
 from imeireg.server.segments import (
     END_OF_TAC,
@@ -134,7 +134,7 @@ def probes(registry: Registry) -> list[tuple[int, int]]:
 def lookup(table: FactTable, pairs: list[tuple[int, int]]) -> list[int]:
     """The facts the table gives each (TAC, serial), looked up as one batch of IMEI keys."""
     keys = np.array([tac << SERIAL_BITS | serial for tac, serial in pairs], dtype=np.uint64)
-    found = table.lookup(keys)
+    found = kernels.lookup(table, keys)
     assert found.dtype == np.uint16
     return [int(bits) for bits in found.tolist()]
 

@@ -2,7 +2,7 @@
 
 Every property compares the codec with protobuf itself on the same messages: a
 response must be the bytes protobuf would write, and a request must read as
-protobuf reads it, whether or not it takes the digit-matrix fast path.
+protobuf reads it, whether it is read in columns of its own bytes or by protobuf.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from imeireg.server.columns import TextColumn
+from imeireg.server.kernels import normalise_column
 from imeireg.server.legality import SMALL_BATCH
 from imeireg.server.normalise import normalise_batch
 from imeireg.server.wire import (
@@ -28,7 +30,7 @@ from imeireg.v1 import legality_pb2 as pb
 
 ASCII_DIGITS = "0123456789"
 DIGIT_LENGTHS = (14, 15, 16)
-# Enough IMEIs of any of the three lengths for the request to take the fast path.
+# More IMEIs than the checker answers one by one.
 LARGE = SMALL_BATCH + 1
 ROAMING_IMSI = "525011234567890"
 
@@ -107,25 +109,23 @@ def request_bytes(imeis: list[str], imsis: list[str] | None = None) -> bytes:
     return pb.CheckImeisRequest(imeis=imeis, imsis=imsis or []).SerializeToString()
 
 
-def digit_rows(imeis: list[str]) -> list[list[int]]:
-    return [[int(char) for char in text] for text in imeis]
+def read_in_columns(parsed: CheckRequest) -> bool:
+    """Whether the request's own bytes were read (kernels.request_columns), not protobuf's."""
+    return isinstance(parsed.imeis, TextColumn) and parsed.imeis.strings is None
 
 
-def assert_same_columns(parsed: CheckRequest, imeis: list[str]) -> None:
-    """What the checker computes from the parsed request is what it computes from the strings."""
-    from_parsed = normalise_batch(parsed.imeis)
-    from_strings = normalise_batch(imeis)
-    assert from_parsed.tacs.tolist() == from_strings.tacs.tolist()
-    assert from_parsed.serials.tolist() == from_strings.serials.tolist()
-    assert from_parsed.flags.tolist() == from_strings.flags.tolist()
-
-
-def assert_falls_back(parsed: CheckRequest, imeis: list[str], imsis: list[str]) -> None:
-    assert parsed.digits is None
+def assert_reads_as(parsed: CheckRequest, imeis: list[str], imsis: list[str]) -> None:
+    """The request holds what protobuf reads, and its IMEIs normalise as the strings do,
+    through the request path's compiled pass and through the importers' numpy one."""
     assert parsed.count == len(imeis)
     assert list(parsed.imeis) == imeis
     assert list(parsed.imsis) == imsis
-    assert list(parsed.strings) == imeis
+    if not imeis:
+        return
+    served = normalise_column(TextColumn.of(parsed.imeis))
+    imported = normalise_batch(imeis)
+    assert served.keys.tolist() == imported.keys.tolist()
+    assert served.flags.tolist() == imported.flags.tolist()
 
 
 @st.composite
@@ -135,91 +135,67 @@ def uniform_digit_strings(draw: st.DrawFn, min_size: int, max_size: int) -> list
     return draw(st.lists(digits, min_size=min_size, max_size=max_size))
 
 
-@given(uniform_digit_strings(min_size=LARGE, max_size=400))
-def test_large_uniform_digit_requests_read_as_the_digit_matrix(imeis: list[str]) -> None:
-    parsed = CheckRequest.parse(request_bytes(imeis))
-    assert parsed.digits is not None
-    assert parsed.count == len(imeis)
-    assert parsed.digits.dtype == np.uint8
-    assert parsed.digits.shape == (len(imeis), len(imeis[0]))
-    assert parsed.digits.tolist() == digit_rows(imeis)
-    assert list(parsed.imsis) == []
-    assert list(parsed.strings) == imeis
-    assert_same_columns(parsed, imeis)
-
-
-@given(uniform_digit_strings(min_size=1, max_size=SMALL_BATCH - 2))
-def test_small_requests_are_parsed_by_protobuf(imeis: list[str]) -> None:
-    assert_falls_back(CheckRequest.parse(request_bytes(imeis)), imeis, [])
-
-
-@given(uniform_digit_strings(min_size=LARGE, max_size=100), st.data())
-def test_requests_with_imsis_are_parsed_by_protobuf(imeis: list[str], data: st.DataObject) -> None:
-    imsis = data.draw(
-        st.lists(
-            st.sampled_from(["", "510101234567890", ROAMING_IMSI]),
-            min_size=len(imeis),
-            max_size=len(imeis),
-        )
-    )
-    parsed = CheckRequest.parse(request_bytes(imeis, imsis))
-    assert_falls_back(parsed, imeis, imsis)
-    assert_same_columns(parsed, imeis)
-
-
-def test_a_request_whose_imsis_are_all_empty_still_carries_them() -> None:
-    imeis = ["353322110000019"] * LARGE
-    parsed = CheckRequest.parse(request_bytes(imeis, [""] * LARGE))
-    assert_falls_back(parsed, imeis, [""] * LARGE)
-
-
-@given(uniform_digit_strings(min_size=LARGE, max_size=100), st.data())
-def test_one_imei_of_another_spelling_sends_the_request_to_protobuf(
-    imeis: list[str], data: st.DataObject
-) -> None:
-    length = len(imeis[0])
-    odd_one = data.draw(
-        st.one_of(
-            # Same length, one character that is no ASCII digit.
-            st.builds(
-                lambda text, at, char: text[:at] + char + text[at + 1 :],
-                st.text(alphabet=ASCII_DIGITS, min_size=length, max_size=length),
-                st.integers(min_value=0, max_value=length - 1),
-                st.sampled_from(["/", ":", "a", " ", "٣", "\x00", "é"]),
-            ),
-            st.text(alphabet=ASCII_DIGITS, min_size=14, max_size=16).filter(
-                lambda text: len(text) != length
-            ),
-            st.text(alphabet=ASCII_DIGITS, min_size=15, max_size=15).map("imei-".__add__),
-            st.text(alphabet=ASCII_DIGITS, min_size=16, max_size=16).map("imeisv-".__add__),
-            st.just(""),
-        )
-    )
-    imeis[data.draw(st.integers(min_value=0, max_value=len(imeis) - 1))] = odd_one
-    parsed = CheckRequest.parse(request_bytes(imeis))
-    assert_falls_back(parsed, imeis, [])
-    assert_same_columns(parsed, imeis)
-
-
-@pytest.mark.parametrize("length", DIGIT_LENGTHS)
-@pytest.mark.parametrize(
-    "unknown",
-    ["varint", "string one matrix row long"],
-)
-def test_unknown_fields_send_the_request_to_protobuf(length: int, unknown: str) -> None:
-    imeis = ["1" * length] * LARGE
-    field_3 = b"\x18\x01" if unknown == "varint" else b"\x1a" + bytes([length]) + b"9" * length
-    parsed = CheckRequest.parse(request_bytes(imeis) + field_3)
-    assert_falls_back(parsed, imeis, [])
-
-
-# Any text at all, and texts of the fast path's lengths with non-digits in them.
+# Any text at all, texts of the IMEI lengths with non-digits in them, and PEI spellings.
 any_imei_text = st.one_of(
     st.text(max_size=20),
     st.text(alphabet=ASCII_DIGITS + "-;/:aé٣\n", min_size=14, max_size=16),
     st.text(alphabet=ASCII_DIGITS, min_size=14, max_size=16),
     st.text(alphabet=ASCII_DIGITS, min_size=15, max_size=15).map("imei-".__add__),
+    st.text(alphabet=ASCII_DIGITS, min_size=16, max_size=16).map("imeisv-".__add__),
 )
+ascii_imei_text = any_imei_text.filter(str.isascii)
+imsi_text = st.sampled_from(["", "510101234567890", ROAMING_IMSI, "5250", "52a"])
+
+
+@given(
+    st.one_of(
+        uniform_digit_strings(min_size=1, max_size=300),
+        st.lists(ascii_imei_text, min_size=1, max_size=100),
+    ),
+    st.data(),
+)
+def test_requests_of_ascii_strings_are_read_in_columns_of_their_bytes(
+    imeis: list[str], data: st.DataObject
+) -> None:
+    imsis = data.draw(
+        st.one_of(st.just([]), st.lists(imsi_text, min_size=len(imeis), max_size=len(imeis)))
+    )
+    parsed = CheckRequest.parse(request_bytes(imeis, imsis))
+    assert read_in_columns(parsed)
+    assert_reads_as(parsed, imeis, imsis)
+
+
+def test_a_request_whose_imsis_are_all_empty_still_carries_them() -> None:
+    imeis = ["353322110000019"] * LARGE
+    assert_reads_as(CheckRequest.parse(request_bytes(imeis, [""] * LARGE)), imeis, [""] * LARGE)
+
+
+@pytest.mark.parametrize("text", ["35332211000001é", "٣5332211000001", "imei-٣53322110000019"])
+def test_a_string_that_is_not_ascii_sends_the_request_to_protobuf(text: str) -> None:
+    imeis = ["353322110000019"] * LARGE + [text]
+    parsed = CheckRequest.parse(request_bytes(imeis))
+    assert not read_in_columns(parsed)
+    assert_reads_as(parsed, imeis, [])
+
+
+@pytest.mark.parametrize("length", DIGIT_LENGTHS)
+@pytest.mark.parametrize(
+    "unknown",
+    ["varint", "string one row long"],
+)
+def test_unknown_fields_send_the_request_to_protobuf(length: int, unknown: str) -> None:
+    imeis = ["1" * length] * LARGE
+    field_3 = b"\x18\x01" if unknown == "varint" else b"\x1a" + bytes([length]) + b"9" * length
+    parsed = CheckRequest.parse(request_bytes(imeis) + field_3)
+    assert not read_in_columns(parsed)
+    assert_reads_as(parsed, imeis, [])
+
+
+def test_strings_of_128_bytes_or_more_are_read_in_columns() -> None:
+    imeis = ["353322110000019"] * LARGE + ["9" * 300]
+    parsed = CheckRequest.parse(request_bytes(imeis))
+    assert read_in_columns(parsed)
+    assert_reads_as(parsed, imeis, [])
 
 
 @settings(max_examples=300)
@@ -232,14 +208,7 @@ any_imei_text = st.one_of(
 )
 def test_any_request_reads_as_protobuf_reads_it(imeis: list[str], with_imsis: bool) -> None:
     imsis = [ROAMING_IMSI if i % 3 else "" for i in range(len(imeis))] if with_imsis else []
-    parsed = CheckRequest.parse(request_bytes(imeis, imsis))
-    assert parsed.count == len(imeis)
-    if parsed.digits is None:
-        assert_falls_back(parsed, imeis, imsis)
-    else:
-        assert parsed.digits.tolist() == digit_rows(imeis)
-        assert imsis == []
-    assert_same_columns(parsed, imeis)
+    assert_reads_as(CheckRequest.parse(request_bytes(imeis, imsis)), imeis, imsis)
 
 
 # Bytes in and around the digits, and the tags and lengths of the message's fields.
@@ -257,11 +226,13 @@ mutant_bytes = st.sampled_from(
 )
 @example(["1" * 15] * LARGE, [(17 * 3, 0x12)], 0, b"")  # one row becomes an IMSI
 @example(["1" * 15] * LARGE, [(17 * 3 + 1, 14)], 0, b"")  # a row one byte shorter
+@example(["1" * 15] * LARGE, [(17 * 3 + 1, 0x80)], 0, b"")  # a length's varint runs on
 @example(["1" * 15] * LARGE, [(17 * 3 + 5, 0x3A)], 0, b"")  # ':' just above '9'
 @example(["1" * 15] * LARGE, [(17 * 3 + 5, 0x2F)], 0, b"")  # '/' just below '0'
 @example(["1" * 15] * LARGE, [], 17, b"")  # one whole row cut off
 @example(["1" * 15] * LARGE, [], 0, b"\x0a\x0f" + b"2" * 15)  # one more row
-def test_mangled_fast_path_bytes_never_read_as_other_digits(
+@example(["1" * 15] * LARGE, [], 0, b"\x0a\xff\xff\xff\xff\x0f")  # a length past the end
+def test_mangled_request_bytes_read_as_protobuf_reads_them_or_not_at_all(
     imeis: list[str], replacements: list[tuple[int, int]], cut: int, tail: bytes
 ) -> None:
     raw = bytearray(request_bytes(imeis))
@@ -274,19 +245,11 @@ def test_mangled_fast_path_bytes_never_read_as_other_digits(
         with pytest.raises(DecodeError):
             CheckRequest.parse(mangled)
         return
-    parsed = CheckRequest.parse(mangled)
-    expected_imeis, expected_imsis = list(message.imeis), list(message.imsis)
-    assert parsed.count == len(expected_imeis)
-    if parsed.digits is None:
-        assert_falls_back(parsed, expected_imeis, expected_imsis)
-    else:
-        assert expected_imsis == []
-        assert parsed.digits.tolist() == digit_rows(expected_imeis)
-    assert_same_columns(parsed, expected_imeis)
+    assert_reads_as(CheckRequest.parse(mangled), list(message.imeis), list(message.imsis))
 
 
 def test_an_empty_request_has_no_imeis() -> None:
-    assert_falls_back(CheckRequest.parse(b""), [], [])
+    assert_reads_as(CheckRequest.parse(b""), [], [])
 
 
 def stream_request(imeis: list[str], imsis: list[str] | None = None) -> bytes:
@@ -300,18 +263,13 @@ def stream_request(imeis: list[str], imsis: list[str] | None = None) -> bytes:
 def test_a_stream_request_unwraps_to_its_check_request(imeis: list[str]) -> None:
     parsed = unwrap_stream_request(stream_request(imeis))
     direct = CheckRequest.parse(request_bytes(imeis))
-    assert parsed.count == len(imeis)
-    if direct.digits is None:
-        assert_falls_back(parsed, imeis, [])
-    else:
-        assert parsed.digits is not None
-        assert parsed.digits.tolist() == digit_rows(imeis)
-    assert_same_columns(parsed, imeis)
+    assert read_in_columns(parsed) == read_in_columns(direct)
+    assert_reads_as(parsed, imeis, [])
 
 
 def test_a_stream_request_with_imsis_unwraps_with_them() -> None:
     imeis, imsis = ["353322110000019"] * LARGE, [ROAMING_IMSI] * LARGE
-    assert_falls_back(unwrap_stream_request(stream_request(imeis, imsis)), imeis, imsis)
+    assert_reads_as(unwrap_stream_request(stream_request(imeis, imsis)), imeis, imsis)
 
 
 @pytest.mark.parametrize(
@@ -320,20 +278,20 @@ def test_a_stream_request_with_imsis_unwraps_with_them() -> None:
     ids=["no check field", "empty check field"],
 )
 def test_an_empty_stream_message_unwraps_to_no_imeis(raw: bytes) -> None:
-    assert_falls_back(unwrap_stream_request(raw), [], [])
+    assert_reads_as(unwrap_stream_request(raw), [], [])
 
 
 def test_a_stream_message_split_in_two_check_fields_is_merged_as_protobuf_does() -> None:
     first, second = ["353322110000019"] * LARGE, ["01234567000500"] * LARGE
     raw = stream_request(first) + stream_request(second)
     assert list(pb.StreamCheckImeisRequest.FromString(raw).check.imeis) == first + second
-    assert_falls_back(unwrap_stream_request(raw), first + second, [])
+    assert_reads_as(unwrap_stream_request(raw), first + second, [])
 
 
 def test_a_stream_message_with_an_unknown_field_unwraps_to_its_check_request() -> None:
     imeis = ["353322110000019"] * LARGE
     raw = stream_request(imeis) + b"\x10\x01"
-    assert_falls_back(unwrap_stream_request(raw), imeis, [])
+    assert_reads_as(unwrap_stream_request(raw), imeis, [])
 
 
 @given(st.one_of(st.just((np.empty(0, np.uint8), np.empty(0, np.uint32))), verdict_columns()))
