@@ -278,7 +278,8 @@ def _imports(findings: Findings) -> str:
     text = "## Import\n\n"
     if cli:
         text += (
-            f"`imeireg import registration` (a subprocess, interpreter start included) of a "
+            f"`imeireg import registration` (a subprocess on both CPUs, interpreter start "
+            f"included) of a "
             f"{cli.file_bytes / _MIB:.0f} MiB CSV of {cli.rows:,} rows into a new store: "
             f"{cli.seconds:.2f} s, **{_rate(cli.rows_per_second)} rows/s**; data.mdb after: "
             f"{cli.lmdb_bytes / _MIB:.1f} MiB ({_per_imei(cli.lmdb_bytes, cli.rows)} B/IMEI).\n\n"

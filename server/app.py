@@ -14,7 +14,6 @@ import asyncio
 import logging
 import os
 import signal
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,11 +175,3 @@ def _open_index(db: Path) -> RegistryIndex:
     except BaseException:
         store.close()
         raise
-
-
-def configure_logging() -> None:
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=logging.INFO,
-        format="%(asctime)s imeireg[%(process)d] %(message)s",
-    )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from imeireg.client import cli as client_cli
 from imeireg.client.exit_codes import ExitCode
-from imeireg.server import app, snapshot
+from imeireg.server import snapshot
 from imeireg.server.deltas import DeltaChecks, import_delta
 from imeireg.server.demo import build_demo
 from imeireg.server.importers import ImportRefused, ImportRejected, import_file, roll_back
@@ -32,7 +32,7 @@ DEFAULT_DB = os.environ.get("IMEIREG_DB", "registry")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    app.configure_logging()
+    _configure_logging()
     try:
         code: int = args.func(args)
     except StoreError as error:
@@ -193,10 +193,22 @@ def _fail(message: str, code: ExitCode) -> int:
     return code
 
 
+def _configure_logging() -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(asctime)s imeireg[%(process)d] %(message)s",
+    )
+
+
 def _serve(args: argparse.Namespace) -> int:
     if args.workers > 1 and args.port == 0:
         return _fail("--port 0 cannot be shared by several --workers", ExitCode.USAGE)
     policy = Policy.load(args.policy) if args.policy else None
+    # Only a server needs the serving stack: grpc's server, and numba's compiled request
+    # path (kernels.py), whose start-up alone would add most of a second to an import.
+    from imeireg.server import app
+
     return app.run(
         app.ServeOptions(args.db, args.host, args.port, args.workers, policy, args.grace)
     )

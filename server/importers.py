@@ -187,13 +187,14 @@ def valid_keys(column: pa.Array) -> U64 | None:
     width = int(offsets[1] - offsets[0])
     if width not in (14, 15, 16) or (np.diff(offsets) != width).any():
         return None
-    chars = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
-    digits = chars.reshape(-1, width) - np.uint8(ord("0"))
-    if not (digits <= 9).all():
-        return None
-    keys = np.empty(len(digits), dtype=np.uint64)
-    for start in range(0, len(digits), _NORMALISE_ROWS):
-        batch = normalise_batch(digits[start : start + _NORMALISE_ROWS])
+    rows = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]].reshape(-1, width)
+    keys = np.empty(len(rows), dtype=np.uint64)
+    for start in range(0, len(rows), _NORMALISE_ROWS):
+        # Slice by slice, so that every temporary array stays in the cache.
+        digits = rows[start : start + _NORMALISE_ROWS] - np.uint8(ord("0"))
+        if digits.max() > 9:  # below '0' wraps around to above 9
+            return None
+        batch = normalise_batch(digits)
         if batch.flags.any():
             return None
         keys[start : start + _NORMALISE_ROWS] = batch.keys
