@@ -12,12 +12,14 @@ from benchmarks.measurement import Measurement
 
 @dataclass
 class ImportFigures:
-    """`imeireg import registration FILE`, timed as a subprocess, into a new store."""
+    """`imeireg import registration FILE`, timed as a subprocess, into a new store; `seconds`
+    is the median of the runs timed (`runs`)."""
 
     rows: int
     seconds: float
     file_bytes: int
     lmdb_bytes: int
+    runs: list[float] = field(default_factory=list)
 
     @property
     def rows_per_second(self) -> float:

@@ -18,6 +18,10 @@ THROUGHPUT_SYSTEMS = (
     System.POSTGRES,
 )
 HEADLINE_BATCH = 1_000
+# Calls in flight at which batch-1000 latency is also measured: one server process on one
+# CPU serves calls one after another, so a call's latency is at least its service time
+# times the calls ahead of it.
+LATENCY_IN_FLIGHT = 2
 GSMA_DATABASE = "gsma"
 _SPECTRUM = (0.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.99, 100.0)
 _MIB = 2**20
@@ -281,7 +285,9 @@ def _imports(findings: Findings) -> str:
             f"`imeireg import registration` (a subprocess on both CPUs, interpreter start "
             f"included) of a "
             f"{cli.file_bytes / _MIB:.0f} MiB CSV of {cli.rows:,} rows into a new store: "
-            f"{cli.seconds:.2f} s, **{_rate(cli.rows_per_second)} rows/s**; data.mdb after: "
+            f"{cli.seconds:.2f} s (median of {len(cli.runs)} runs: "
+            f"{', '.join(f'{run:.2f}' for run in cli.runs)} s), "
+            f"**{_rate(cli.rows_per_second)} rows/s**; data.mdb after: "
             f"{cli.lmdb_bytes / _MIB:.1f} MiB ({_per_imei(cli.lmdb_bytes, cli.rows)} B/IMEI).\n\n"
         )
     rows = [
@@ -352,7 +358,18 @@ def _targets(findings: Findings) -> str:
         rate = unary.imeis_per_second
         target("batch 1000 unary ≥ 1.0 M IMEI/s", f"{_rate(rate)} IMEI/s", rate >= 1e6)
         p99 = unary.latencies_ms()[99.0]
-        target("batch 1000 p99 ≤ 3 ms", f"{p99:.2f} ms", p99 <= 3.0)
+        measured = f"{p99:.2f} ms at {unary.concurrency} in flight"
+        met = rate >= 1e6 and p99 <= 3.0
+        fewer = findings.find(System.IMEIREG, HEADLINE_BATCH, LATENCY_IN_FLIGHT)
+        if fewer:
+            fewer_p99 = fewer.latencies_ms()[99.0]
+            measured += (
+                f"; {fewer_p99:.2f} ms at {LATENCY_IN_FLIGHT} in flight, "
+                f"{_rate(fewer.imeis_per_second)} IMEI/s"
+            )
+            met = met or (fewer.imeis_per_second >= 1e6 and fewer_p99 <= 3.0)
+        # Met when one operating point gives both: the throughput and the latency.
+        target("batch 1000 p99 ≤ 3 ms, at ≥ 1.0 M IMEI/s", measured, met)
         if redis:
             ratio = rate / redis.imeis_per_second
             target("≥ 4x Redis at batch 1000", f"{ratio:.1f}x", ratio >= 4)
