@@ -17,12 +17,12 @@ from pathlib import Path
 from imeireg.client import cli as client_cli
 from imeireg.client.exit_codes import ExitCode
 from imeireg.server import snapshot
-from imeireg.server.deltas import DeltaChecks, import_delta
-from imeireg.server.demo import build_demo
-from imeireg.server.importers import ImportRefused, ImportRejected, import_file, roll_back
 from imeireg.server.policy import Policy, PolicyError
-from imeireg.server.sources import SourceError
 from imeireg.server.store import HISTORY_GENERATIONS, ListName, Store, StoreError
+
+# What one command alone needs is imported by that command: `serve` has no use for the
+# importers' pyarrow, nor an import for grpc's server and numba's compiled request path,
+# and each would add a fraction of a second to every start.
 
 log = logging.getLogger("imeireg.server")
 
@@ -205,8 +205,6 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers > 1 and args.port == 0:
         return _fail("--port 0 cannot be shared by several --workers", ExitCode.USAGE)
     policy = Policy.load(args.policy) if args.policy else None
-    # Only a server needs the serving stack: grpc's server, and numba's compiled request
-    # path (kernels.py), whose start-up alone would add most of a second to an import.
     from imeireg.server import app
 
     return app.run(
@@ -215,6 +213,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
+    from imeireg.server.deltas import DeltaChecks, import_delta
+    from imeireg.server.importers import ImportRefused, ImportRejected, import_file
+    from imeireg.server.sources import SourceError
+
     relaxed = args.allow_existing_adds or args.allow_missing or args.allow_conflicts
     if relaxed and not args.delta:
         return _fail("--allow-* flags apply to --delta imports only", ExitCode.USAGE)
@@ -284,6 +286,8 @@ def _history(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
+    from imeireg.server.importers import roll_back
+
     store = Store.open(args.db, readonly=False)
     try:
         record = roll_back(store, args.generation)
@@ -299,6 +303,8 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from imeireg.server.demo import build_demo
+
     try:
         summary = build_demo(args.db, registered=args.registered)
     except (ValueError, FileExistsError) as error:
