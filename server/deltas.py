@@ -476,7 +476,7 @@ class _TacDelta(_RowsOnly):
             added += not present
             if self._records:
                 assert isinstance(entry.value, bytes)
-                writer.put(writer.store.gsma, key, entry.value)
+                writer.put_gsma_record(key, entry.value)
         writer.update_tac_set(self._which, joining, leaving)
         return Changes(added, removed, updated)
 

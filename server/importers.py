@@ -578,7 +578,7 @@ class _GsmaBuilder(_RowsOnly):
 
     def write(self, writer: StoreWriter) -> Changes:
         writer.replace_tac_set(TacSet.ALLOCATED, self._tacs)
-        return writer.replace_records(writer.store.gsma, self._records)
+        return writer.replace_gsma_records(self._records)
 
 
 class _BarredTacBuilder(_RowsOnly):

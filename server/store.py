@@ -5,7 +5,8 @@ Layout (named databases):
   imports     generation → JSON record of the import that committed it
   changes     generation → serialized roaring bitmap of the TACs whose serial sets it changed
   tac_sets    "allocated" / "barred" → serialized roaring bitmap of TAC numbers
-  gsma        8-digit TAC → JSON GSMA model record
+  gsma        8-digit TAC → GSMA model record: JSON, deflated with a preset dictionary
+              sampled from the records (meta "gsma-dictionary"), 215 → about 20 bytes
   pairs       14-digit IMEI body + ":" + IMSI → MSISDN
   <set>       per serial set (registered, provisional, stolen, barred, golden, paired):
               TAC as 4 big-endian bytes → serialized 32-bit roaring bitmap of 6-digit serials
@@ -29,8 +30,9 @@ from __future__ import annotations
 import json
 import struct
 import time
+import zlib
 from array import array
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from enum import StrEnum
@@ -63,6 +65,9 @@ _MAX_DBS = 16
 _SCHEMA_KEY = b"schema_version"
 _SNAPSHOT_KEY = b"snapshot"
 _ROWS_PREFIX = b"rows:"
+GSMA_DICTIONARY = b"gsma-dictionary"
+# A preset dictionary longer than deflate's window is never referred to.
+_DICTIONARY_BYTES = 1 << 15
 _SNAPSHOT = struct.Struct(">Qd")
 _GENERATION = struct.Struct(">Q")
 _TAC_KEY = struct.Struct(">I")
@@ -380,7 +385,16 @@ class Store:
 
     def gsma_record(self, txn: lmdb.Transaction, tac: str) -> dict[str, str] | None:
         raw = _get(txn, tac.encode("ascii"), db=self.gsma)
-        return None if raw is None else dict(json.loads(raw))
+        return None if raw is None else dict(json.loads(self.gsma_json(txn, raw)))
+
+    def gsma_json(self, txn: lmdb.Transaction, stored: bytes) -> bytes:
+        """A GSMA record's JSON, as stored: deflated, or JSON as is (which starts with "{",
+        a byte no deflate stream starts with)."""
+        if stored[:1] == b"{":
+            return stored
+        dictionary = _get(txn, GSMA_DICTIONARY, db=self.meta) or b""
+        inflate = zlib.decompressobj(wbits=-zlib.MAX_WBITS, zdict=dictionary)
+        return inflate.decompress(stored) + inflate.flush()
 
     def is_paired(self, txn: lmdb.Transaction, body: str, imsi: str) -> bool:
         return txn.get(pair_key(body, imsi), db=self.pairs) is not None
@@ -488,16 +502,34 @@ class StoreWriter:
         return Changes(len(tacs - old), len(old - tacs))
 
     def replace_records(self, db: Any, records: Mapping[bytes, bytes]) -> Changes:
-        """Replace a whole record database (gsma or pairs) with `records`."""
+        """Replace a whole record database (pairs) with `records`."""
         old = {bytes(key): bytes(value) for key, value in self.txn.cursor(db=db).iternext()}
+        self._write_records(db, records)
+        return _changes(old, records)
+
+    def replace_gsma_records(self, records: Mapping[bytes, bytes]) -> Changes:
+        """Replace every GSMA model record (TAC → JSON), deflated with a new dictionary."""
+        old = {
+            bytes(key): self.store.gsma_json(self.txn, bytes(value))
+            for key, value in self.txn.cursor(db=self.store.gsma).iternext()
+        }
+        dictionary = _sampled_dictionary([records[key] for key in sorted(records)])
+        self.put(self.store.meta, GSMA_DICTIONARY, dictionary)
+        self._write_records(
+            self.store.gsma, {key: _deflated(record, dictionary) for key, record in records.items()}
+        )
+        return _changes(old, records)
+
+    def put_gsma_record(self, key: bytes, record: bytes) -> None:
+        """Add or replace one GSMA model record (JSON), deflated with the store's dictionary."""
+        dictionary = _get(self.txn, GSMA_DICTIONARY, db=self.store.meta)
+        stored = record if dictionary is None else _deflated(record, dictionary)
+        self.put(self.store.gsma, key, stored)
+
+    def _write_records(self, db: Any, records: Mapping[bytes, bytes]) -> None:
         self._replace_db(db)
         for key in sorted(records):
             self.txn.put(key, records[key], db=db, append=True)
-        return Changes(
-            added=sum(key not in old for key in records),
-            removed=sum(key not in records for key in old),
-            updated=sum(old[key] != value for key, value in records.items() if key in old),
-        )
 
     # Changes in place, for delta imports.
 
@@ -737,3 +769,33 @@ def _by_tac(added: U64, removed: U64) -> Iterator[tuple[int, BitMap, BitMap]]:
             _bitmap(added[add_from:add_to] & mask) if add_to > add_from else empty,
             _bitmap(removed[remove_from:remove_to] & mask) if remove_to > remove_from else empty,
         )
+
+
+def _changes(old: Mapping[bytes, bytes], new: Mapping[bytes, bytes]) -> Changes:
+    return Changes(
+        added=sum(key not in old for key in new),
+        removed=sum(key not in new for key in old),
+        updated=sum(old[key] != value for key, value in new.items() if key in old),
+    )
+
+
+def _sampled_dictionary(records: Sequence[bytes]) -> bytes:
+    """A preset dictionary for deflating `records`: records taken evenly through them.
+
+    The records of a GSMA database repeat their field names, makers, brands, device
+    types and band lists; deflate finds those in the dictionary and writes a short
+    back-reference instead.
+    """
+    if not records:
+        return b""
+    average = sum(map(len, records[:: max(1, len(records) // 1000)])) / min(len(records), 1000)
+    wanted = max(1, int(_DICTIONARY_BYTES // max(average, 1.0)))
+    step = max(1, len(records) // wanted)
+    return b"".join(records[::step])[-_DICTIONARY_BYTES:]
+
+
+def _deflated(record: bytes, dictionary: bytes) -> bytes:
+    deflate = zlib.compressobj(
+        zlib.Z_BEST_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS, zdict=dictionary
+    )
+    return deflate.compress(record) + deflate.flush()

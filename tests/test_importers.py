@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import subprocess
 import zipfile
 from pathlib import Path
@@ -24,7 +25,7 @@ from support import (
 
 from imeireg.client.exit_codes import ExitCode
 from imeireg.server import importers
-from imeireg.server.importers import ImportRefused, ImportRejected, import_file
+from imeireg.server.importers import ImportRefused, ImportRejected, import_file, roll_back
 from imeireg.server.sources import SourceError
 from imeireg.server.store import ListName, SerialSet, Store, TacSet
 
@@ -397,3 +398,61 @@ def test_serial_sets_fed_directly_import_like_a_file(tmp_path: Path, store: Stor
         importers.import_serial_sets(
             store, ListName.REGISTRATION, {}, rows=1, source="generator seed 2"
         )
+
+
+def gsma_file(path: Path, models: int, maker: str = "Acme") -> Path:
+    """A GSMA TAC database of `models` TACs, every model named apart."""
+    bands = "GSM 900,GSM 1800,WCDMA FDD Band I,LTE FDD Band 3,LTE TDD Band 40"
+    rows = [
+        f"{35000000 + 37 * i:08d}|{maker} Devices|{maker[0]}{i * 7919 % 100_000}|{bands}|"
+        f"{1 + i % 28:02d}-Mar-{2010 + i % 15}|{('Smartphone', 'Modem', 'Tablet')[i % 3]}|{maker}"
+        for i in range(models)
+    ]
+    return write(path, [GSMA_HEADER, *rows])
+
+
+def gsma_records(store: Store) -> dict[str, dict[str, str] | None]:
+    with store.read() as txn:
+        tacs = [bytes(key).decode() for key, _ in txn.cursor(db=store.gsma)]
+        return {tac: store.gsma_record(txn, tac) for tac in tacs}
+
+
+def test_gsma_records_are_stored_deflated_and_read_back_whole(tmp_path: Path, store: Store) -> None:
+    path = gsma_file(tmp_path / "gsma.csv", 2000)
+    import_file(store, ListName.GSMA_TAC, path)
+    records = gsma_records(store)
+    assert len(records) == 2000
+    assert records["35000037"] == {
+        "manufacturer": "Acme Devices",
+        "model_name": "A7919",
+        "brand_name": "Acme",
+        "device_type": "Modem",
+        "bands": "GSM 900,GSM 1800,WCDMA FDD Band I,LTE FDD Band 3,LTE TDD Band 40",
+        "allocation_date": "2011-03-02",
+    }
+    with store.read() as txn:
+        stored = sum(len(value) for _, value in txn.cursor(db=store.gsma))
+    as_json = sum(len(json.dumps(record)) for record in records.values())
+    assert stored * 4 < as_json
+
+
+def test_a_gsma_record_stored_as_plain_json_still_reads(tmp_path: Path, store: Store) -> None:
+    import_file(store, ListName.GSMA_TAC, gsma_file(tmp_path / "gsma.csv", 10))
+    record = {"manufacturer": "Old", "model_name": "O1", "brand_name": "", "device_type": "",
+              "bands": "", "allocation_date": ""}  # fmt: skip
+    with store.env.begin(write=True) as txn:
+        txn.put(b"99999999", json.dumps(record).encode(), db=store.gsma)
+    assert gsma_records(store)["99999999"] == record
+
+
+def test_rolling_back_a_gsma_import_restores_the_records_it_replaced(
+    tmp_path: Path, store: Store
+) -> None:
+    import_file(store, ListName.GSMA_TAC, gsma_file(tmp_path / "first.csv", 300, maker="Acme"))
+    first = gsma_records(store)
+    replaced = import_file(
+        store, ListName.GSMA_TAC, gsma_file(tmp_path / "second.csv", 300, maker="Zeta")
+    )
+    assert gsma_records(store) != first
+    roll_back(store, replaced.generation)
+    assert gsma_records(store) == first
