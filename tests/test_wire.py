@@ -21,6 +21,7 @@ from imeireg.server.kernels import normalise_column
 from imeireg.server.legality import SMALL_BATCH
 from imeireg.server.normalise import normalise_batch
 from imeireg.server.wire import (
+    SMALL_REQUEST_BYTES,
     CheckRequest,
     encode_response,
     unwrap_stream_request,
@@ -30,8 +31,8 @@ from imeireg.v1 import legality_pb2 as pb
 
 ASCII_DIGITS = "0123456789"
 DIGIT_LENGTHS = (14, 15, 16)
-# More IMEIs than the checker answers one by one.
-LARGE = SMALL_BATCH + 1
+# More IMEIs than the checker answers one by one, in more bytes than protobuf reads.
+LARGE = SMALL_REQUEST_BYTES // (2 + 14) + 1
 ROAMING_IMSI = "525011234567890"
 
 snapshots = st.one_of(
@@ -149,20 +150,28 @@ imsi_text = st.sampled_from(["", "510101234567890", ROAMING_IMSI, "5250", "52a"]
 
 @given(
     st.one_of(
-        uniform_digit_strings(min_size=1, max_size=300),
-        st.lists(ascii_imei_text, min_size=1, max_size=100),
+        uniform_digit_strings(min_size=LARGE, max_size=300),
+        st.lists(ascii_imei_text, min_size=LARGE, max_size=100),
     ),
     st.data(),
 )
-def test_requests_of_ascii_strings_are_read_in_columns_of_their_bytes(
+def test_requests_of_ascii_strings_past_the_small_size_are_read_in_columns_of_their_bytes(
     imeis: list[str], data: st.DataObject
 ) -> None:
     imsis = data.draw(
         st.one_of(st.just([]), st.lists(imsi_text, min_size=len(imeis), max_size=len(imeis)))
     )
-    parsed = CheckRequest.parse(request_bytes(imeis, imsis))
-    assert read_in_columns(parsed)
+    raw = request_bytes(imeis, imsis)
+    parsed = CheckRequest.parse(raw)
+    assert read_in_columns(parsed) == (len(raw) > SMALL_REQUEST_BYTES)
     assert_reads_as(parsed, imeis, imsis)
+
+
+@given(uniform_digit_strings(min_size=1, max_size=SMALL_BATCH))
+def test_small_requests_are_parsed_by_protobuf(imeis: list[str]) -> None:
+    parsed = CheckRequest.parse(request_bytes(imeis))
+    assert not read_in_columns(parsed)
+    assert_reads_as(parsed, imeis, [])
 
 
 def test_a_request_whose_imsis_are_all_empty_still_carries_them() -> None:
