@@ -6,7 +6,7 @@ Layout (named databases):
   changes     generation → serialized roaring bitmap of the TACs whose serial sets it changed
   tac_sets    "allocated" / "barred" → serialized roaring bitmap of TAC numbers
   gsma        8-digit TAC → GSMA model record: JSON, deflated with a preset dictionary
-              sampled from the records (meta "gsma-dictionary"), 215 → about 20 bytes
+              sampled from the records (meta "gsma-dictionary"), 215 → about 25 bytes
   pairs       14-digit IMEI body + ":" + IMSI → MSISDN
   <set>       per serial set (registered, provisional, stolen, barred, golden, paired):
               TAC as 4 big-endian bytes → serialized 32-bit roaring bitmap of 6-digit serials
@@ -66,8 +66,9 @@ _SCHEMA_KEY = b"schema_version"
 _SNAPSHOT_KEY = b"snapshot"
 _ROWS_PREFIX = b"rows:"
 GSMA_DICTIONARY = b"gsma-dictionary"
-# A preset dictionary longer than deflate's window is never referred to.
-_DICTIONARY_BYTES = 1 << 15
+# Deflate primes its window with the whole preset dictionary for every record: 4 KiB
+# costs about 16 µs a record and gives 23 bytes from 215; 32 KiB, 80 µs and 16 bytes.
+_DICTIONARY_BYTES = 1 << 12
 _SNAPSHOT = struct.Struct(">Qd")
 _GENERATION = struct.Struct(">Q")
 _TAC_KEY = struct.Struct(">I")
