@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from imeireg.server.index import RegistryIndex
 from imeireg.server.legality import LegalityChecker
 from imeireg.server.policy import Policy
-from imeireg.server.servicer import MAX_IMEIS, SERVICE, LegalityServicer, handler
+from imeireg.server.servicer import MAX_IMEIS, SERVICE, LegalityServicer, add_to_server
 from imeireg.server.store import Store
 
 log = logging.getLogger("imeireg.server")
@@ -104,7 +104,7 @@ async def _serve(options: ServeOptions) -> int:
     # The store is opened here, after any fork: LMDB handles must not cross one.
     db = Path(os.path.realpath(options.db))
     checker = LegalityChecker(RegistryIndex(Store.open(db)), policy)
-    server.add_generic_rpc_handlers((handler(LegalityServicer(checker)),))
+    add_to_server(LegalityServicer(checker), server)
     port = server.add_insecure_port(f"{options.host}:{options.port}")
     # What is loaded by now (numba's compiler above all: 110,000 objects) lives as long as
     # the process. Frozen, it is left out of garbage collection: a full collection would
