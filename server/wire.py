@@ -93,10 +93,10 @@ def encode_response(
     statuses: npt.NDArray[np.uint8], reasons: npt.NDArray[np.uint32], snapshot: bytes
 ) -> bytes:
     """A serialized CheckImeisResponse; `snapshot` is a serialized Snapshot message."""
-    if len(statuses) <= SMALL_BATCH:
-        response = pb.CheckImeisResponse(statuses=statuses.tolist(), reasons=reasons.tolist())
-        return response.SerializeToString() + _SNAPSHOT_TAG + varint(len(snapshot)) + snapshot
-    packed = packed_varints(reasons)
+    if len(statuses) <= SMALL_BATCH:  # a few varints: Python writes them sooner
+        packed = b"".join(map(varint, reasons.tolist()))
+    else:
+        packed = packed_varints(reasons).tobytes()
     return b"".join(
         (
             _STATUSES_TAG,
@@ -104,7 +104,7 @@ def encode_response(
             statuses.astype(np.uint8).tobytes(),
             _REASONS_TAG,
             varint(len(packed)),
-            packed.tobytes(),
+            packed,
             _SNAPSHOT_TAG,
             varint(len(snapshot)),
             snapshot,

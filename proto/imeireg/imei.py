@@ -21,6 +21,14 @@ MCC_DIGITS = 3  # an IMSI's first digits: its country
 
 _PEI_PREFIXES = {"imei-": IMEI_DIGITS, "imeisv-": IMEISV_DIGITS}
 _ASCII_DIGITS = frozenset("0123456789")
+# The Luhn sum of each two digits of a body: the first as is, the second doubled (less 9
+# when doubling makes 10 or more). Seven lookups per IMEI instead of fourteen steps.
+_LUHN_PAIR_SUMS = {
+    f"{first}{second}": first + (2 * second - 9 if second >= 5 else 2 * second)
+    for first in range(10)
+    for second in range(10)
+}
+_BODY_PAIRS = tuple(slice(start, start + 2) for start in range(0, BODY_DIGITS, 2))
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,13 +49,7 @@ class ParsedImei:
 
 def luhn_check_digit(body: str) -> int:
     """The Luhn check digit of a 14-digit body: every second digit from the left is doubled."""
-    total = 0
-    for position, char in enumerate(body):
-        digit = ord(char) - 48
-        if position % 2:
-            digit *= 2
-            digit -= 9 if digit > 9 else 0
-        total += digit
+    total = sum([_LUHN_PAIR_SUMS[body[pair]] for pair in _BODY_PAIRS])
     return (10 - total % 10) % 10
 
 
