@@ -70,6 +70,22 @@ _PEI_START = ord("i")  # of "imei-" and "imeisv-"
 # ---- a CheckImeisRequest's fields ----------------------------------------------------
 
 
+@_compiled(f"UniTuple(int64, 2)({_BYTES}, int64)")
+def _length_at(data: U8, position: int) -> tuple[int, int]:
+    """The varint length at `position` and where the string after it starts; a length of
+    -1 when the varint runs past the end or over 4 bytes."""
+    length = 0
+    for shift in range(0, _MAX_LENGTH_SHIFT + 7, 7):
+        if position >= len(data):
+            break
+        byte = data[position]
+        position += 1
+        length |= int(byte & 0x7F) << shift
+        if byte < 0x80:
+            return length, position
+    return -1, position
+
+
 @_compiled(f"Tuple((boolean, int64[::1], int64[::1], int64[::1], int64[::1]))({_BYTES})")
 def _fields(data: U8) -> tuple[bool, I64, I64, I64, I64]:
     """Whether the message is fields 1 and 2 of ASCII strings only, and if so where each
@@ -81,36 +97,26 @@ def _fields(data: U8) -> tuple[bool, I64, I64, I64, I64]:
     capacity = len(data) // 2
     starts = np.empty((2, capacity), np.int64)
     lengths = np.empty((2, capacity), np.int64)
+    unread = (False, starts[0, :0], lengths[0, :0], starts[1, :0], lengths[1, :0])
     counts = np.zeros(2, np.int64)
     position = 0
-    read = True
-    while position < len(data) and read:
+    while position < len(data):
         tag = data[position]
-        position += 1
-        length = 0
-        shift = 0
-        while read:
-            read = position < len(data) and shift <= _MAX_LENGTH_SHIFT
-            byte = data[min(position, len(data) - 1)]
-            position += 1
-            length |= int(byte & 0x7F) << shift
-            if byte < 0x80:
-                break
-            shift += 7
-        read = read and tag in _STRING_TAGS and position + length <= len(data)
-        if not read:
-            break
+        length, start = _length_at(data, position + 1)
+        if tag not in _STRING_TAGS or length < 0 or start + length > len(data):
+            return unread
         high_bits = 0
-        for at in range(position, position + length):
+        for at in range(start, start + length):
             high_bits |= data[at]
-        read = high_bits < _ASCII_END
+        if high_bits >= _ASCII_END:
+            return unread
         field = (tag >> 3) - 1
-        starts[field, counts[field]] = position
+        starts[field, counts[field]] = start
         lengths[field, counts[field]] = length
         counts[field] += 1
-        position += length
-    imeis, imsis = (counts[0], counts[1]) if read else (0, 0)
-    return read, starts[0, :imeis], lengths[0, :imeis], starts[1, :imsis], lengths[1, :imsis]
+        position = start + length
+    imeis, imsis = counts
+    return True, starts[0, :imeis], lengths[0, :imeis], starts[1, :imsis], lengths[1, :imsis]
 
 
 def request_columns(raw: bytes) -> tuple[TextColumn, TextColumn] | None:
