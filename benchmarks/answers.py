@@ -1,4 +1,4 @@
-"""The expected answer to every query of a workload, from imeireg's own checker, called in-process.
+"""The expected answer to every query of a workload, from imeireg's own check, called in-process.
 
 The load driver compares sampled answers of every system with these. They are
 also checked against the generator's ground truth: the checker must find on
@@ -15,11 +15,10 @@ import numpy as np
 
 from benchmarks.registry import Registry
 from benchmarks.workload import Kind, Workload
-from imeireg.server import facts
-from imeireg.server.index import RegistryIndex
-from imeireg.server.legality import LegalityChecker
-from imeireg.server.policy import STATUSES, Policy
-from imeireg.server.store import Store
+from imeireg.server.check import facts
+from imeireg.server.check.policy import STATUSES
+from imeireg.server.check.verdict import check
+from imeireg.server.serving.build import opened_state
 
 _CHUNK = 10_000
 _STATUS_NAMES = {number: name for name, number in STATUSES.items()}
@@ -35,19 +34,15 @@ class Answers:
 
 
 def expected(db: Path, registry: Registry, workload: Workload) -> Answers:
-    index = RegistryIndex(Store.open(db))
-    checker = LegalityChecker(index, Policy.default())
     statuses, reasons = [], []
-    try:
+    with opened_state(db) as state:
         for start in range(0, len(workload.imeis), _CHUNK):
             imsis = workload.imsis[start : start + _CHUNK]
-            verdict = checker.check(
-                workload.imeis[start : start + _CHUNK], imsis if any(imsis) else []
+            verdict = check(
+                state, workload.imeis[start : start + _CHUNK], imsis if any(imsis) else []
             )
             statuses.append(verdict.statuses)
             reasons.append(verdict.reasons)
-    finally:
-        index.close()
     status = np.concatenate(statuses)
     members = (np.concatenate(reasons) & _ON_REGISTRATION_LIST) != 0
     by_kind: dict[str, Counter[str]] = {kind.name.lower(): Counter() for kind in Kind}

@@ -21,8 +21,8 @@ import numpy.typing as npt
 
 from benchmarks.registry import U64, Registry
 from benchmarks.textrows import luhn_imeis
-from imeireg.server import facts
-from imeireg.server.store import ListName
+from imeireg.server.check import facts
+from imeireg.server.model import ListName
 
 U8 = npt.NDArray[np.uint8]
 U32 = npt.NDArray[np.uint32]

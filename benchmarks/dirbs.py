@@ -28,9 +28,10 @@ from benchmarks.registry import (
     model_numbers,
 )
 from benchmarks.textrows import Choice, Column, Digits, TextTable, luhn_imeis, render
-from imeireg.server.demo import DEVICE_TYPES
-from imeireg.server.importers import import_file
-from imeireg.server.store import ListName, Store
+from imeireg.server.imports.demo import DEVICE_TYPES
+from imeireg.server.imports.full import import_file
+from imeireg.server.model import ListName
+from imeireg.server.store import Store
 
 CHUNK_ROWS = 1 << 18
 GSMA_HEADER = "TAC|Manufacturer|Model_Name|Bands|Allocation_Date|Device_Type|Brand_Name"

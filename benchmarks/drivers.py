@@ -189,28 +189,30 @@ class _GrpcStream:
 
 
 class _Ceiling:
-    """`LegalityChecker.check` called in the client process itself: no gRPC, no network."""
+    """`check.verdict.check` called in the client process itself: no gRPC, no network."""
 
     def __init__(self, job: Job) -> None:
-        from imeireg.server.index import RegistryIndex
-        from imeireg.server.legality import LegalityChecker
-        from imeireg.server.policy import Policy
+        from imeireg.server.check.policy import Policy
+        from imeireg.server.serving.build import first_state
         from imeireg.server.store import Store
 
-        self.index = RegistryIndex(Store.open(job.target))
-        self.checker = LegalityChecker(self.index, Policy.default())
+        self.store = Store.open(job.target)
+        self.state = first_state(self.store, Policy.default())
 
     async def open(self) -> None:
         pass
 
     async def call(self, slot: int, request: tuple[list[str], list[str]]) -> bytes:
-        return self.checker.check(*request).statuses.tobytes()
+        from imeireg.server.check.verdict import check
+
+        return check(self.state, *request).statuses.tobytes()
 
     def verify(self, request: object, response: bytes, expected: bytes) -> bool:
         return response == expected
 
     async def close(self) -> None:
-        self.index.close()
+        self.state.close()
+        self.store.close()
 
 
 class _Redis:

@@ -35,7 +35,8 @@ from benchmarks.redis_peer import RedisPeer, redis_server
 from benchmarks.report import HEADLINE_BATCH, LATENCY_IN_FLIGHT, WORKERS_LABEL
 from benchmarks.servers import ImeiregServer, imeireg_server
 from benchmarks.storage import database_bytes
-from imeireg.server.store import ListName, Store
+from imeireg.server.model import ListName
+from imeireg.server.store import Store
 
 RESULTS = Path(__file__).parent / "results"
 BATCH_SIZES = (1, 100, 1_000, 10_000)
@@ -371,7 +372,7 @@ def _time_cli_import(path: Path, work_dir: Path) -> ImportFigures:
     for run in range(IMPORT_RUNS):
         db = work_dir / f"run-{run}"
         command = [
-            sys.executable, "-m", "imeireg.server.cli", "import", "registration", str(path),
+            sys.executable, "-m", "imeireg.cli", "import", "registration", str(path),
             "--db", str(db),
         ]  # fmt: skip
         # The files just written are flushed first: their write-back would be timed too.
@@ -393,8 +394,8 @@ def _time_cli_import(path: Path, work_dir: Path) -> ImportFigures:
             )
     store = Store.open(db)
     try:
-        with store.read() as txn:
-            rows = store.rows(txn)[ListName.REGISTRATION]
+        with store.read() as view:
+            rows = view.rows()[ListName.REGISTRATION]
     finally:
         store.close()
     return ImportFigures(

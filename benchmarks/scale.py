@@ -45,9 +45,10 @@ from benchmarks.measurement import Measurement
 from benchmarks.registry import SERIAL_SPACE, U32, U64, Registry, SerialRuns
 from benchmarks.servers import imeireg_server
 from benchmarks.storage import database_bytes
-from imeireg.server.importers import import_file, import_serial_sets
-from imeireg.server.index import RegistryIndex
-from imeireg.server.store import ListName, SerialSet, Store
+from imeireg.server.imports.full import import_file, import_serial_sets
+from imeireg.server.model import ListName, SerialSet
+from imeireg.server.serving.build import opened_state
+from imeireg.server.store import Store
 
 RESULTS = Path(__file__).parent / "results"
 SERVER_CPUS = (0,)
@@ -144,7 +145,7 @@ _SMALL_LISTS = "small lists: DIRBS files written and imported"
 _REGISTRATION = "registration list fed to import_serial_sets"
 _IMPORT_PHASES = (_SMALL_LISTS, _REGISTRATION)
 _WRITING_FILES = "writing their DIRBS files"
-_INDEX = "RegistryIndex loaded in this process (what serve does at start)"
+_INDEX = "serving state built in this process (what serve does at start)"
 _WORKLOAD = "workload and expected answers"
 _SERVE = "imeireg serve: start and load"
 
@@ -246,8 +247,8 @@ def _build_and_serve(
     run.databases = database_bytes(db)
 
     _say(f"{run.registered:,}: the serving index, loaded in this process")
-    with phases(_INDEX):
-        RegistryIndex(Store.open(db)).close()
+    with phases(_INDEX), opened_state(db):
+        pass
     _say(f"{run.registered:,}: workload and expected answers")
     with phases(_WORKLOAD):
         pool = workload.generate(reg, QUERIES, seed)
@@ -559,7 +560,7 @@ def _figures(runs: Sequence[ScaleRun]) -> str:
         ("data.mdb per registered IMEI", lambda run: _per_imei(run.lmdb_bytes, run)),
         *((f"… LMDB pages of `{name}`", _database(name)) for name in _databases(runs)),
         ("imeireg serve: exec to SERVING", lambda run: _seconds(run.start_seconds or None)),
-        ("… RegistryIndex load alone, timed in this process", _phase_time(_INDEX)),
+        ("… serving state build alone, timed in this process", _phase_time(_INDEX)),
         ("server RSS when SERVING", lambda run: _mib(run.server_rss_started)),
         ("server RSS after the load", lambda run: _mib(run.server_rss_warm)),
         (

@@ -102,7 +102,7 @@ def imeireg_server(
     port = free_port()
     command = pinned(
         [
-            sys.executable, "-m", "imeireg.server.cli", "serve", "--db", str(db),
+            sys.executable, "-m", "imeireg.cli", "serve", "--db", str(db),
             "--host", LOOPBACK, "--port", str(port), "--workers", str(workers), "--grace", "1",
         ],
         cpus,

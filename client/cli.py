@@ -8,20 +8,16 @@ import json
 import os
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from itertools import tee
 from typing import TextIO
 
 import grpc
-from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from rich.text import Text
 
+from imeireg.cli_support import ExitCode, fail, print_table, terminal_console
 from imeireg.client.channel import DEFAULT_TARGET, channel_target
 from imeireg.client.errors import ImeiregError
-from imeireg.client.exit_codes import ExitCode
 from imeireg.client.models import RegistryInfo, TacModel, Verdict
 from imeireg.client.sync_client import Client
 
@@ -123,30 +119,25 @@ def _target(value: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _fail(code: ExitCode, message: str) -> ExitCode:
-    print(f"imeireg: {message}", file=sys.stderr)
-    return code
-
-
 def _failed_call(error: ImeiregError) -> ExitCode:
     # The service only rejects arguments that came from the input, such as a malformed IMSI.
     if error.code is grpc.StatusCode.INVALID_ARGUMENT:
-        return _fail(ExitCode.BAD_INPUT, str(error))
-    return _fail(ExitCode.UNAVAILABLE, str(error))
+        return fail(str(error), ExitCode.BAD_INPUT)
+    return fail(str(error), ExitCode.UNAVAILABLE)
 
 
 def _check(args: argparse.Namespace) -> ExitCode:
     if args.file is not None and args.imeis:
-        return _fail(ExitCode.USAGE, "check takes IMEIs or --file, not both")
+        return fail("check takes IMEIs or --file, not both", ExitCode.USAGE)
     if args.file is None and not args.imeis:
-        return _fail(ExitCode.USAGE, "check needs IMEIs, or --file")
+        return fail("check needs IMEIs, or --file", ExitCode.USAGE)
     if args.imsi is not None:
         if args.file is not None:
-            return _fail(ExitCode.USAGE, "--imsi goes with IMEIs; a --file has its own IMSIs")
+            return fail("--imsi goes with IMEIs; a --file has its own IMSIs", ExitCode.USAGE)
         if len(args.imsi) != len(args.imeis):
-            return _fail(
-                ExitCode.USAGE,
+            return fail(
                 f"--imsi needs one IMSI per IMEI: {len(args.imeis)} IMEIs, {len(args.imsi)} IMSIs",
+                ExitCode.USAGE,
             )
     tally: Counter[str] = Counter()
     try:
@@ -172,10 +163,10 @@ def _check(args: argparse.Namespace) -> ExitCode:
     except ImeiregError as error:
         return _failed_call(error)
     except (OSError, UnicodeDecodeError, csv.Error, _InputFileError) as error:
-        return _fail(ExitCode.BAD_INPUT, str(error))
+        return fail(str(error), ExitCode.BAD_INPUT)
     checked = tally.total()
     if checked == 0:
-        return _fail(ExitCode.BAD_INPUT, f"no IMEI in {args.file}")
+        return fail(f"no IMEI in {args.file}", ExitCode.BAD_INPUT)
     if args.output not in (None, "-"):
         statuses = ", ".join(f"{count:,} {status}" for status, count in sorted(tally.items()))
         print(f"{checked:,} verdicts written to {args.output}: {statuses}")
@@ -202,10 +193,12 @@ def _imei_rows(lines: Iterable[str], file_name: str) -> Iterator[tuple[str, str]
 
 
 def _with_progress(verdicts: Iterable[Verdict], stack: ExitStack) -> Iterable[Verdict]:
-    """`verdicts`, counted on a progress bar on stderr when stderr is a terminal."""
-    console = Console(stderr=True)
-    if not console.is_terminal:
+    """`verdicts`, counted on a progress bar on stderr when it is a terminal and rich is there."""
+    console = terminal_console(stderr=True)
+    if console is None:
         return verdicts
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     progress = Progress(
         SpinnerColumn(),
         TextColumn("{task.completed:,} IMEIs checked"),
@@ -254,35 +247,6 @@ def _write_verdicts(verdicts: Iterable[Verdict], args: argparse.Namespace, out: 
     else:
         rows = ((v.imei, v.status, " ".join(v.reasons)) for v in verdicts)
         print_table(("IMEI", "STATUS", "REASONS"), rows, widths=(_IMEI_WIDTH, _STATUS_WIDTH))
-
-
-def print_table(
-    headers: Sequence[str], rows: Iterable[Sequence[str]], widths: Sequence[int] | None = None
-) -> None:
-    """A rich table on a terminal; otherwise plain columns, one row per line.
-
-    With `widths` (of every column but the last) plain rows are printed as
-    they come, so a million verdicts stream; without, widths fit the rows.
-    """
-    console = Console()
-    if console.is_terminal:
-        rows = list(rows)
-        table = Table(*headers)
-        # A narrow terminal squeezes the other columns, never the one that names each row.
-        table.columns[0].no_wrap = True
-        table.columns[0].min_width = max(len(row[0]) for row in [headers, *rows])
-        for row in rows:
-            table.add_row(*map(Text, row))  # Text: an input like "[red]" is not markup
-        console.print(table)
-        return
-    if widths is None:
-        rows = list(rows)
-        widths = [max(map(len, column)) for column in zip(headers, *rows, strict=True)][:-1]
-    template = "".join(f"{{:<{width}}} " for width in widths) + "{}"
-    for number, row in enumerate(rows):
-        if number == 0:  # not before: an input that fails early prints no stray header
-            sys.stdout.write(template.format(*headers).rstrip() + "\n")
-        sys.stdout.write(template.format(*row).rstrip() + "\n")
 
 
 def _tac(args: argparse.Namespace) -> ExitCode:

@@ -1,24 +1,26 @@
-"""The `imeireg` command line: serve, import, history, rollback and demo here; snapshot from
-snapshot.py; check, tac and info from the client.
+"""The server's `imeireg` commands, run on the registry's own machine: serve, import,
+history, rollback and demo here, snapshot in cli_snapshot.py.
 
-Exit codes are `imeireg.client.exit_codes.ExitCode`, the same for every command.
+`imeireg.cli` puts them on the one `imeireg` parser beside the client's check, tac and info;
+this package never imports the client.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
 from pathlib import Path
 
-from imeireg.client import cli as client_cli
-from imeireg.client.exit_codes import ExitCode
-from imeireg.server import snapshot
-from imeireg.server.policy import Policy, PolicyError
-from imeireg.server.store import HISTORY_GENERATIONS, ListName, Store, StoreError
+from imeireg.cli_support import ExitCode, fail, print_table
+from imeireg.server import cli_snapshot
+from imeireg.server.check.policy import Policy, PolicyError
+from imeireg.server.model import ListName
+from imeireg.server.store import HISTORY_GENERATIONS, Store, StoreError
 
 # What one command alone needs is imported by that command: `serve` has no use for the
 # importers' pyarrow, nor an import for grpc's server and numba's compiled request path,
@@ -28,35 +30,11 @@ log = logging.getLogger("imeireg.server")
 
 DEFAULT_DB = os.environ.get("IMEIREG_DB", "registry")
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _configure_logging()
-    try:
-        code: int = args.func(args)
-    except StoreError as error:
-        return _fail(str(error), ExitCode.STORE)
-    except PolicyError as error:
-        return _fail(str(error), ExitCode.BAD_INPUT)
-    except KeyboardInterrupt:
-        return _fail("interrupted", ExitCode.UNAVAILABLE)
-    except BrokenPipeError:
-        # The reader of our output went away (`imeireg history | head`): stop quietly,
-        # and keep Python from reporting the pipe again when it flushes stdout at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return ExitCode.OK
-    return code
+Command = Callable[[argparse.Namespace], int]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="imeireg",
-        description="National IMEI registry: import its lists, serve batch legality checks "
-        "over gRPC, and query it.",
-        epilog="Exit codes: " + "; ".join(f"{c.value} {c.name}" for c in ExitCode),
-    )
-    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register serve, import, history, rollback, demo and snapshot on the `imeireg` parser."""
     db_help = f"registry store directory (default: $IMEIREG_DB or {DEFAULT_DB!r})"
 
     serve = commands.add_parser("serve", help="serve the gRPC API from a registry store")
@@ -87,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="seconds to drain in-flight calls on SIGTERM (default: 10)",
     )
-    serve.set_defaults(func=_serve)
+    serve.set_defaults(func=_reported(_serve))
 
     imports = commands.add_parser(
         "import",
@@ -138,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a key given several change types takes its last row's",
     )
-    imports.set_defaults(func=_import)
+    imports.set_defaults(func=_reported(_import))
 
     history = commands.add_parser(
         "history",
@@ -148,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument(
         "--limit", type=_positive, default=50, help="at most this many (default: 50)"
     )
-    history.set_defaults(func=_history)
+    history.set_defaults(func=_reported(_history))
 
     rollback = commands.add_parser(
         "rollback",
@@ -164,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the generation to undo, with all later ones (see `imeireg history`)",
     )
     rollback.add_argument("--db", type=Path, default=Path(DEFAULT_DB), help=db_help)
-    rollback.set_defaults(func=_rollback)
+    rollback.set_defaults(func=_reported(_rollback))
 
     demo = commands.add_parser("demo", help="build the deterministic demo registry")
     demo.add_argument("--db", type=Path, default=Path(DEFAULT_DB), help=db_help)
@@ -174,11 +152,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=1_000_000,
         help="complete registrations, 1000 to 5000000 (default: 1000000)",
     )
-    demo.set_defaults(func=_demo)
+    demo.set_defaults(func=_reported(_demo))
 
-    snapshot.add_commands(commands, Path(DEFAULT_DB))
-    client_cli.add_commands(commands)
-    return parser
+    cli_snapshot.add_commands(commands, Path(DEFAULT_DB))
+
+
+def _reported(command: Command) -> Command:
+    """`command`, with a store or policy error reported in one line and its exit code."""
+
+    @functools.wraps(command)
+    def reported(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except StoreError as error:
+            return fail(str(error), ExitCode.STORE)
+        except PolicyError as error:
+            return fail(str(error), ExitCode.BAD_INPUT)
+
+    return reported
 
 
 def _positive(text: str) -> int:
@@ -188,40 +179,27 @@ def _positive(text: str) -> int:
     return value
 
 
-def _fail(message: str, code: ExitCode) -> int:
-    print(f"imeireg: {message}", file=sys.stderr)
-    return code
-
-
-def _configure_logging() -> None:
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=logging.INFO,
-        format="%(asctime)s imeireg[%(process)d] %(message)s",
-    )
-
-
 def _serve(args: argparse.Namespace) -> int:
     if args.workers > 1 and args.port == 0:
-        return _fail("--port 0 cannot be shared by several --workers", ExitCode.USAGE)
+        return fail("--port 0 cannot be shared by several --workers", ExitCode.USAGE)
     policy = Policy.load(args.policy) if args.policy else None
-    from imeireg.server import app
+    from imeireg.server.serving import process
 
-    return app.run(
-        app.ServeOptions(args.db, args.host, args.port, args.workers, policy, args.grace)
+    return process.run(
+        process.ServeOptions(args.db, args.host, args.port, args.workers, policy, args.grace)
     )
 
 
 def _import(args: argparse.Namespace) -> int:
-    from imeireg.server.deltas import DeltaChecks, import_delta
-    from imeireg.server.importers import ImportRefused, ImportRejected, import_file
-    from imeireg.server.sources import SourceError
+    from imeireg.server.imports.delta import DeltaChecks, import_delta
+    from imeireg.server.imports.full import ImportRefused, ImportRejected, import_file
+    from imeireg.server.imports.sources import SourceError
 
     relaxed = args.allow_existing_adds or args.allow_missing or args.allow_conflicts
     if relaxed and not args.delta:
-        return _fail("--allow-* flags apply to --delta imports only", ExitCode.USAGE)
+        return fail("--allow-* flags apply to --delta imports only", ExitCode.USAGE)
     if args.delta and args.force:
-        return _fail("--force applies to full imports only", ExitCode.USAGE)
+        return fail("--force applies to full imports only", ExitCode.USAGE)
     store = Store.create(args.db)
     try:
         if args.delta:
@@ -234,9 +212,9 @@ def _import(args: argparse.Namespace) -> int:
                 store, args.list, args.file, force=args.force, show_progress=sys.stderr.isatty()
             )
     except (ImportRejected, SourceError) as error:
-        return _fail(str(error), ExitCode.BAD_INPUT)
+        return fail(str(error), ExitCode.BAD_INPUT)
     except ImportRefused as error:
-        return _fail(str(error), ExitCode.REFUSED)
+        return fail(str(error), ExitCode.REFUSED)
     finally:
         store.close()
     log.info(
@@ -258,9 +236,9 @@ def _import(args: argparse.Namespace) -> int:
 def _history(args: argparse.Namespace) -> int:
     store = Store.open(args.db)
     try:
-        with store.read() as txn:
-            records = store.import_log(txn, args.limit)
-            kept = store.history_kept(txn)
+        with store.read() as view:
+            records = view.import_log(args.limit)
+            kept = view.history_kept()
     finally:
         store.close()
     header = ("GEN", "COMMITTED (UTC)", "LIST", "MODE", "ROWS", "ADDED", "REMOVED", "UPDATED")
@@ -279,14 +257,14 @@ def _history(args: argparse.Namespace) -> int:
         )
         for r in records
     ]
-    client_cli.print_table((*header, "FILE", "SHA-256"), rows)
+    print_table((*header, "FILE", "SHA-256"), rows)
     if kept:
         print(f"rollback possible to the state before any generation from {kept} on")
     return ExitCode.OK
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from imeireg.server.importers import roll_back
+    from imeireg.server.imports.full import roll_back
 
     store = Store.open(args.db, readonly=False)
     try:
@@ -303,16 +281,12 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from imeireg.server.demo import build_demo
+    from imeireg.server.imports.demo import build_demo
 
     try:
         summary = build_demo(args.db, registered=args.registered)
     except (ValueError, FileExistsError) as error:
-        return _fail(str(error), ExitCode.USAGE)
+        return fail(str(error), ExitCode.USAGE)
     log.info("demo registry built in %s", args.db)
     print(summary.table())
     return ExitCode.OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -34,6 +34,7 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 import pytest
+from served import Served
 from support import (
     REGISTRATION_HEADER,
     SMALL_REGISTRY_ANSWERS,
@@ -48,13 +49,11 @@ from support import (
     write,
 )
 
+from imeireg.cli_support import ExitCode
 from imeireg.client import Client, ImeiregError, Verdict
-from imeireg.client.exit_codes import ExitCode
 from imeireg.client.models import reason_names
-from imeireg.server.index import RegistryIndex
-from imeireg.server.legality import LegalityChecker
-from imeireg.server.policy import Policy
-from imeireg.server.store import ListName, Snapshot, Store
+from imeireg.server.model import ListName, Snapshot
+from imeireg.server.store import Store
 from imeireg.v1 import legality_pb2 as pb
 
 # /proc, the lock file's layout and mount are Linux's.
@@ -169,16 +168,16 @@ class RegistryState:
 
 def registry_state(store: Store) -> RegistryState:
     """The state of the store's newest generation, every database of it read in full."""
-    with store.read() as txn:
-        names = [bytes(name) for name in txn.cursor().iternext(values=False)]
+    with store.read() as view:
+        names = [bytes(name) for name in view.txn.cursor().iternext(values=False)]
         contents = {}
         for name in names:
             digest = hashlib.sha256()
-            database = store.env.open_db(name, txn=txn, create=False)
-            for key, value in txn.cursor(db=database):
+            database = store.env.open_db(name, txn=view.txn, create=False)
+            for key, value in view.txn.cursor(db=database):
                 digest.update(struct.pack(">II", len(key), len(value)) + key + value)
             contents[name.decode()] = digest.hexdigest()
-        return RegistryState(store.snapshot(txn), store.rows(txn), contents)
+        return RegistryState(view.snapshot(), view.rows(), contents)
 
 
 def state_of(db: Path) -> RegistryState:
@@ -195,11 +194,13 @@ def answers(verdicts: list[Verdict]) -> list[Answer]:
 
 def answers_from_store(db: Path, imeis: list[str]) -> list[Answer]:
     """The answers of the serving path, in process, from the newest generation of the store."""
-    checker = LegalityChecker(RegistryIndex(Store.open(db)), Policy.default())
+    store = Store.open(db)
+    served = Served(store)
     try:
-        verdict = checker.check(imeis)
+        verdict = served.check(imeis)
     finally:
-        checker.index.close()
+        served.close()
+        store.close()
     return [
         (
             text,
@@ -310,7 +311,10 @@ def assert_previous_generation_survives(
             )
             after = imeireg("import", "stolen", str(stolen), "--force", "--db", str(db))
             assert after.returncode == ExitCode.OK, after.stderr
-            (verdict,) = client.check([R.registered])
+            deadline = time.monotonic() + TIMEOUT
+            while (verdict := client.check([R.registered])[0]).generation == GENERATION:
+                assert time.monotonic() < deadline, "the next import was never answered from"
+                time.sleep(0.05)
         assert (verdict.status, verdict.reasons) == ("BLACKLISTED", ("REGISTERED", "STOLEN"))
         assert verdict.generation == GENERATION + 1
     finally:

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from served import Served
 from support import (
     GSMA_HEADER,
-    HOME_MCCS,
     OTHER_TAC,
     PHONE_TAC,
     REGISTRATION_HEADER,
@@ -23,16 +23,17 @@ from support import (
     write,
 )
 
-from imeireg.client.exit_codes import ExitCode
-from imeireg.server import facts
-from imeireg.server.deltas import DELTAS, DeltaChecks, Entry, import_delta
-from imeireg.server.importers import ImportRejected, RowErrors, list_format
-from imeireg.server.index import RegistryIndex
-from imeireg.server.kernels import lookup
-from imeireg.server.normalise import normalise_batch
-from imeireg.server.segments import HAS_PAIRING, FactTable
-from imeireg.server.sources import open_rows, read_header
-from imeireg.server.store import ListName, SerialSet, Store, TacSet
+from imeireg.cli_support import ExitCode
+from imeireg.server.check import facts
+from imeireg.server.check.fact_table import HAS_PAIRING, FactTable
+from imeireg.server.check.fact_table_search import lookup
+from imeireg.server.check.normalise import normalise_batch
+from imeireg.server.check.verdict import batch_reasons
+from imeireg.server.imports.delta import DELTAS, DeltaChecks, Entry, import_delta
+from imeireg.server.imports.full import ImportRejected, RowErrors, list_format
+from imeireg.server.imports.sources import open_rows, read_header
+from imeireg.server.model import ListName, SerialSet, TacSet
+from imeireg.server.store import Store
 
 R = SmallRegistry
 NEW = imei(PHONE_TAC, 777)
@@ -60,17 +61,18 @@ def registration_delta(path: Path, *rows: tuple[str, str, str]) -> Path:
 
 
 def fact_names(store: Store, *imeis: str, imsi: str = "") -> list[list[str]]:
-    """The facts a fresh index finds for each IMEI."""
-    index = RegistryIndex(store)
-    found = index.facts(
-        normalise_batch(list(imeis)), [imsi] * len(imeis) if imsi else [], HOME_MCCS
-    )
+    """The facts a state built afresh finds for each IMEI."""
+    fresh = Served(store)
+    try:
+        found = batch_reasons(fresh.state, list(imeis), [imsi] * len(imeis) if imsi else [])
+    finally:
+        fresh.close()
     return [facts.fact_names(int(bits)) for bits in found]
 
 
 def state(store: Store) -> tuple[int, dict[ListName, int]]:
-    with store.read() as txn:
-        return store.snapshot(txn).generation, store.rows(txn)
+    with store.read() as view:
+        return view.snapshot().generation, view.rows()
 
 
 def test_registration_delta_adds_removes_and_changes_status(tmp_path: Path, store: Store) -> None:
@@ -85,7 +87,8 @@ def test_registration_delta_adds_removes_and_changes_status(tmp_path: Path, stor
     record = import_delta(store, ListName.REGISTRATION, path)
     assert (record.mode, record.generation, record.rows) == ("delta", generation + 1, 4)
     assert (record.added, record.removed, record.updated) == (2, 1, 1)
-    assert store.rows(store.env.begin())[ListName.REGISTRATION] == rows[ListName.REGISTRATION] + 1
+    with store.read() as view:
+        assert view.rows()[ListName.REGISTRATION] == rows[ListName.REGISTRATION] + 1
     assert fact_names(store, NEW, NEW_OTHER_TAC, R.provisional, R.registered) == [
         ["REGISTERED"],
         ["REGISTRATION_PROVISIONAL"],
@@ -144,9 +147,9 @@ def test_gsma_delta_allocates_updates_and_withdraws_tacs(tmp_path: Path, store: 
         ["REGISTERED"],
         ["TAC_UNALLOCATED", "REGISTERED"],
     ]
-    with store.read() as txn:
-        assert store.gsma_record(txn, PHONE_TAC)["model_name"] == "A1 Pro"  # type: ignore[index]
-        assert store.gsma_record(txn, OTHER_TAC) is None
+    with store.read() as view:
+        assert view.gsma_record(PHONE_TAC)["model_name"] == "A1 Pro"  # type: ignore[index]
+        assert view.gsma_record(OTHER_TAC) is None
 
 
 def test_barred_tac_delta(tmp_path: Path, store: Store) -> None:
@@ -186,8 +189,8 @@ def test_pairing_delta_keys_pairs_by_imei_and_imsi(tmp_path: Path, store: Store)
         ["NOT_REGISTERED", "PAIRED"],
         ["NOT_REGISTERED"],
     ]
-    with store.read() as txn:
-        paired = store.serials(txn, SerialSet.PAIRED, int(NEW[:8]))
+    with store.read() as view:
+        paired = view.serials(SerialSet.PAIRED, int(NEW[:8]))
     assert paired is not None and 777 not in paired and 6 in paired
 
 
@@ -260,14 +263,13 @@ def test_a_delta_needs_the_change_type_column(tmp_path: Path, store: Store) -> N
     assert rejected.errors == [f"{path}:1: header lacks column(s) change_type"]
 
 
-def test_a_served_index_follows_deltas_like_a_fresh_build(
+def test_a_served_state_follows_deltas_like_a_fresh_build(
     tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A long-lived index, refreshed after deltas, answers as one built from scratch.
+    """A state built from the previous one after deltas answers as one built from scratch.
 
-    A delta of an IMEI list is applied to the table key by key; one of a TAC list, or
-    several generations at once of which one is, re-reads the changed TACs' segments;
-    neither reassembles the table.
+    A delta of an IMEI list is applied to the table key by key; one of a TAC list saves
+    the whole table, which the next state maps in place; neither reassembles the table.
     """
     # Registrations on 300 other TACs, so that a delta changes a small part of the table.
     many = [registration_row(imei(f"{tac:08d}", s)) for tac in range(300) for s in (1, 5, 9)]
@@ -276,7 +278,7 @@ def test_a_served_index_follows_deltas_like_a_fresh_build(
         ListName.REGISTRATION,
         delta(tmp_path / "many.csv", REGISTRATION_HEADER, [f"{row},add" for row in many]),
     )
-    served = RegistryIndex(store)
+    served = Served(store)
     calls: list[str] = []
     for method in ("assemble", "splice", "apply_edits"):
         monkeypatch.setattr(FactTable, method, counting(getattr(FactTable, method), method, calls))
@@ -288,14 +290,14 @@ def test_a_served_index_follows_deltas_like_a_fresh_build(
 
     def answers_like_a_fresh_build(expected_calls: list[str]) -> None:
         calls.clear()  # an import that changes TAC sets assembles the table it saves
-        served.refresh()
+        served.catch_up()
         assert calls == expected_calls
         calls.clear()
-        batch = normalise_batch(probes)
-        fresh = RegistryIndex(store)
+        fresh = Served(store)
         calls.clear()
-        found = served.facts(batch, [], HOME_MCCS).tolist()
-        assert found == fresh.facts(batch, [], HOME_MCCS).tolist()
+        found = batch_reasons(served.state, probes).tolist()
+        assert found == batch_reasons(fresh.state, probes).tolist()
+        fresh.close()
 
     for step in range(6):
         adds = [imei(PHONE_TAC, s) for s in range(100 * step + 10, 100 * step + 70)]
@@ -321,7 +323,9 @@ def test_a_served_index_follows_deltas_like_a_fresh_build(
         change = "add" if step % 2 == 0 else "remove"
         barred = delta(tmp_path / f"b{step}.csv", "tac", [f"00000007,{change}"])
         import_delta(store, ListName.BARRED_TAC, barred)
-        answers_like_a_fresh_build(["splice"])
+        # A generation that changes a TAC set saves the whole table: the next state maps
+        # it where it lies and builds nothing.
+        answers_like_a_fresh_build([])
 
 
 def counting(method: Any, name: str, calls: list[str]) -> Any:
@@ -439,35 +443,36 @@ def test_a_starting_index_maps_the_saved_table_and_catches_up_on_deltas(
         import_delta(
             store, ListName.REGISTRATION, registration_delta(tmp_path / f"{step}.csv", *adds)
         )
-    with store.read() as txn:
-        saved = store.saved_table(txn)
-        current = store.snapshot(txn).generation
+    with store.read() as view:
+        saved = view.saved_table()
+        current = view.snapshot().generation
     assert saved is not None and saved[0] == current - 3
     calls: list[str] = []
     for method in ("assemble", "splice", "apply_edits"):
         monkeypatch.setattr(FactTable, method, counting(getattr(FactTable, method), method, calls))
-    started = RegistryIndex(store)
+    started = Served(store)
     assert calls == ["apply_edits"]
     monkeypatch.undo()
-    with store.read() as txn:
+    with store.read() as view:
         with_every_segment = FactTable.assemble(
-            store.segments_by_tac(txn),
-            store.tac_set(txn, TacSet.ALLOCATED),
-            store.tac_set(txn, TacSet.BARRED),
+            view.segments_by_tac(),
+            view.tac_set(TacSet.ALLOCATED),
+            view.tac_set(TacSet.BARRED),
         )
     probes = [imei(tac, s) for tac in (PHONE_TAC, OTHER_TAC, "86000001") for s in range(0, 2100, 3)]
     batch = normalise_batch(probes)
     expected = lookup(with_every_segment, batch.keys).astype(np.uint32) & ~np.uint32(HAS_PAIRING)
-    assert started.facts(batch, [], HOME_MCCS).tolist() == expected.tolist()
+    assert batch_reasons(started.state, probes).tolist() == expected.tolist()
+    started.close()
 
 
 def test_a_table_mapped_in_place_outlives_the_generations_that_leave_it_unchanged(
     tmp_path: Path, store: Store
 ) -> None:
-    served = RegistryIndex(store)
-    backing = served._backing
-    assert backing is not None, "started from the saved table"
-    before = served.facts(normalise_batch([R.registered, R.stolen]), [], HOME_MCCS).tolist()
+    served = Served(store)
+    pages = served.state.table_pages
+    assert pages is not None, "started from the saved table"
+    before = batch_reasons(served.state, [R.registered, R.stolen]).tolist()
     for step in range(20):  # model records only: the table stays, new pages are written
         path = write(
             tmp_path / f"g{step}.csv",
@@ -477,6 +482,7 @@ def test_a_table_mapped_in_place_outlives_the_generations_that_leave_it_unchange
             ],
         )
         import_delta(store, ListName.GSMA_TAC, path)
-        served.refresh()
-    assert served._backing is backing
-    assert served.facts(normalise_batch([R.registered, R.stolen]), [], HOME_MCCS).tolist() == before
+        served.catch_up()
+    assert served.state.table_pages is pages
+    assert batch_reasons(served.state, [R.registered, R.stolen]).tolist() == before
+    served.close()

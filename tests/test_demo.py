@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from served import Served
 
 from imeireg.imei import with_check_digit
-from imeireg.server.demo import DemoSummary, build_demo, imei_strings
-from imeireg.server.index import RegistryIndex
-from imeireg.server.legality import LegalityChecker
-from imeireg.server.policy import Policy
-from imeireg.server.store import ListName, SerialSet, Store, TacSet
+from imeireg.server.imports.demo import DemoSummary, build_demo, imei_strings
+from imeireg.server.model import ListName, SerialSet, TacSet
+from imeireg.server.store import Store
 from imeireg.v1 import legality_pb2 as pb
 
 REGISTERED = 20_000
@@ -51,10 +50,10 @@ def store(demo: DemoSummary) -> Iterator[Store]:
 
 def serials_of(store: Store, which: SerialSet) -> dict[int, list[int]]:
     """Every TAC of a serial set and its serials, read straight from the store."""
-    with store.read() as txn:
-        cursor = txn.cursor(db=store.serial_sets[which])
+    with store.read() as view:
+        cursor = view.txn.cursor(db=store.serial_sets[which])
         tacs = [int.from_bytes(key, "big") for key in cursor.iternext(values=False)]
-        return {tac: list(store.serials(txn, which, tac) or []) for tac in tacs}
+        return {tac: list(view.serials(which, tac) or []) for tac in tacs}
 
 
 def test_examples_are_the_readme_ones(demo: DemoSummary) -> None:
@@ -68,30 +67,30 @@ def test_examples_depend_on_the_seed_not_on_the_size(tmp_path: Path, demo: DemoS
     assert {e.imei for e in other_seed.examples}.isdisjoint(e.imei for e in demo.examples)
 
 
-def test_every_example_answers_as_told_through_the_legality_checker(demo: DemoSummary) -> None:
-    checker = LegalityChecker(RegistryIndex(Store.open(demo.db_path)), Policy.default())
+def test_every_example_answers_as_told_through_the_check(demo: DemoSummary, store: Store) -> None:
+    served = Served(store)
     try:
-        verdict = checker.check([e.imei for e in demo.examples], [e.imsi for e in demo.examples])
+        verdict = served.check([e.imei for e in demo.examples], [e.imsi for e in demo.examples])
     finally:
-        checker.index.close()
+        served.close()
     answers = list(zip(verdict.statuses.tolist(), verdict.reasons.tolist(), strict=True))
     assert answers == [(e.status, e.reasons) for e in demo.examples]
     assert verdict.snapshot.generation == len(ListName)
 
 
-def test_paired_example_is_blacklisted_without_its_imsi(demo: DemoSummary) -> None:
-    checker = LegalityChecker(RegistryIndex(Store.open(demo.db_path)), Policy.default())
+def test_paired_example_is_blacklisted_without_its_imsi(demo: DemoSummary, store: Store) -> None:
+    served = Served(store)
     try:
-        verdict = checker.check([demo.example("paired").imei])
+        verdict = served.check([demo.example("paired").imei])
     finally:
-        checker.index.close()
+        served.close()
     assert verdict.statuses.tolist() == [pb.EQUIPMENT_STATUS_BLACKLISTED]
 
 
 def test_store_holds_the_rows_written_for_every_list(demo: DemoSummary, store: Store) -> None:
-    with store.read() as txn:
-        assert store.rows(txn) == demo.rows
-        log = store.import_log(txn)
+    with store.read() as view:
+        assert view.rows() == demo.rows
+        log = view.import_log()
     assert [record.list_name for record in reversed(log)] == [name.value for name in ListName]
     assert all(record.mode == "full" for record in log)
 
@@ -122,9 +121,9 @@ def test_registrations_come_mostly_in_blocks_of_sequential_serials(store: Store)
 
 
 def test_tacs_allocated_only_barred_and_unallocated(demo: DemoSummary, store: Store) -> None:
-    with store.read() as txn:
-        allocated = set(store.tac_set(txn, TacSet.ALLOCATED))
-        barred = set(store.tac_set(txn, TacSet.BARRED))
+    with store.read() as view:
+        allocated = set(view.tac_set(TacSet.ALLOCATED))
+        barred = set(view.tac_set(TacSet.BARRED))
     listed = {tac for which in SerialSet for tac in serials_of(store, which)}
     registered_tacs = set(serials_of(store, SerialSet.REGISTERED))
     assert len(allocated) == 320
@@ -139,9 +138,9 @@ def test_tacs_allocated_only_barred_and_unallocated(demo: DemoSummary, store: St
 def test_gsma_records_carry_model_data(demo: DemoSummary, store: Store) -> None:
     tac = demo.example("registered").imei[:8]
     assert tac.startswith("0")  # the CTIA reporting body keeps its leading zero
-    with store.read() as txn:
-        record = store.gsma_record(txn, tac)
-        missing = store.gsma_record(txn, demo.example("unallocated_tac").imei[:8])
+    with store.read() as view:
+        record = view.gsma_record(tac)
+        missing = view.gsma_record(demo.example("unallocated_tac").imei[:8])
     assert record is not None
     assert missing is None
     assert record["manufacturer"]
@@ -151,8 +150,10 @@ def test_gsma_records_carry_model_data(demo: DemoSummary, store: Store) -> None:
 
 
 def test_pairings_are_with_indonesian_imsis(demo: DemoSummary, store: Store) -> None:
-    with store.read() as txn:
-        pairs = [bytes(key).decode() for key in txn.cursor(db=store.pairs).iternext(values=False)]
+    with store.read() as view:
+        pairs = [
+            bytes(key).decode() for key in view.txn.cursor(db=store.pairs).iternext(values=False)
+        ]
     assert len(pairs) == demo.rows[ListName.PAIRING]
     assert all(pair.split(":")[1].startswith("510") for pair in pairs)
     paired = demo.example("paired")
@@ -164,8 +165,8 @@ def test_same_seed_writes_the_same_files(tmp_path: Path, demo: DemoSummary) -> N
     hashes = []
     for path in (demo.db_path, again.db_path):
         store = Store.open(path)
-        with store.read() as txn:
-            hashes.append([(r.list_name, r.sha256) for r in store.import_log(txn)])
+        with store.read() as view:
+            hashes.append([(r.list_name, r.sha256) for r in view.import_log()])
         store.close()
     assert hashes[0] == hashes[1]
     assert again.examples == demo.examples

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from imeireg.server.app import SERVICE_NAME
+from imeireg.server.serving.process import SERVICE_NAME
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is not installed")
 

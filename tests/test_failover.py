@@ -13,9 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 from support import (
@@ -25,18 +23,26 @@ from support import (
     build_small_registry,
     free_port,
     imeireg_command,
-    start_server,
+    running_servers,
 )
 
+from imeireg.cli import main
+from imeireg.cli_support import ExitCode
 from imeireg.client import AsyncClient, Client, ImeiregError, Verdict
-from imeireg.client.exit_codes import ExitCode
-from imeireg.server.cli import main
-from imeireg.server.importers import import_file
-from imeireg.server.store import ListName, Store
+from imeireg.server.imports.full import import_file
+from imeireg.server.model import ListName
+from imeireg.server.store import Store
 from imeireg.v1 import legality_pb2 as pb
 
 R = SmallRegistry
 Answer = tuple[str, str, tuple[str, ...]]
+# Bounds of the waits for replicas to connect and for a load to reach a state: generous,
+# for a loaded machine. A test waits up to one, polling; none asserts that a wait was short.
+CONNECT_TIMEOUT = 60.0
+LOAD_TIMEOUT = 60.0
+# The deadline of each call of a load: a call waits on the frozen replica until it is
+# killed, then is retried elsewhere, which may take a while on a loaded machine.
+CALL_TIMEOUT = 60.0
 
 # Facts of the small registry with their verdicts under the default policy.
 EXPECTED = SMALL_REGISTRY_ANSWERS
@@ -61,23 +67,27 @@ def answers(verdicts: list[Verdict]) -> list[Answer]:
     return [(v.imei, v.status, v.reasons) for v in verdicts]
 
 
-def start_replicas(dbs: Sequence[Path]) -> list[ServerProcess]:
-    """A server on each store, each on its own free port, started side by side."""
-    with ThreadPoolExecutor(len(dbs)) as pool:
-        return list(pool.map(start_server, dbs))
-
-
 def targets(replicas: Sequence[ServerProcess]) -> list[str]:
     return [replica.target for replica in replicas]
+
+
+def until_every_replica_answers(generation: Callable[[], int], replicas: int = 3) -> None:
+    """Calls `generation()` (the generation of one call's answer) until `replicas` of them
+    have answered. round_robin sends calls only to the replicas it has connected to: once
+    each has answered, all are connected, and calls take turns."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + CONNECT_TIMEOUT
+    while len(seen) < replicas:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"only generations {sorted(seen)} answered in {CONNECT_TIMEOUT} s")
+        seen.add(generation())
 
 
 @pytest.fixture
 def replicas(small_registry: SmallRegistry) -> Iterator[list[ServerProcess]]:
     """Three servers answering from one store, as replicas of one snapshot do."""
-    running = start_replicas([small_registry.db] * 3)
-    yield running
-    for replica in running:
-        replica.stop()
+    with running_servers([small_registry.db] * 3) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -97,16 +107,13 @@ def named_replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Se
         finally:
             store.close()
         dbs.append(registry.db)
-    running = start_replicas(dbs)
-    yield running
-    for replica in running:
-        replica.stop()
+    with running_servers(dbs) as running:
+        yield running
 
 
 def test_calls_are_spread_over_every_replica(named_replicas: list[ServerProcess]) -> None:
     with Client(targets(named_replicas)) as client:
-        client.check([R.registered])  # once every replica is connected, calls take turns
-        time.sleep(0.5)
+        until_every_replica_answers(lambda: client.check([R.registered])[0].generation)
         generations = Counter(client.check([R.registered])[0].generation for _ in range(30))
     # pick_first, gRPC's default, would send all 30 to one replica.
     assert set(generations) == {7, 8, 9}
@@ -119,12 +126,12 @@ def test_async_client_spreads_calls_over_every_replica(
     async def generations() -> Counter[int]:
         async with AsyncClient(targets(named_replicas)) as client:
             # Calls made before every replica is connected go to those that are, so the
-            # calls are made one after another until all three have answered (or 100 calls).
+            # calls are made one after another until all three have answered (or for
+            # CONNECT_TIMEOUT s, however slow the connections are to come up).
             seen: Counter[int] = Counter()
-            for _ in range(100):
+            deadline = time.monotonic() + CONNECT_TIMEOUT
+            while len(seen) < 3 and time.monotonic() < deadline:
                 seen[(await client.check([R.registered]))[0].generation] += 1
-                if len(seen) == 3:
-                    break
             return seen
 
     # pick_first, gRPC's default, would send every call to one replica.
@@ -203,7 +210,7 @@ async def ask_until_stopped_async(client: AsyncClient, tally: Tally) -> None:
                 tally.fail(error)
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15) -> None:
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = LOAD_TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -211,7 +218,7 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15) -> N
         time.sleep(0.05)
 
 
-def wait_for_stall(tally: Tally, quiet: float = 1.0, timeout: float = 15) -> int:
+def wait_for_stall(tally: Tally, quiet: float = 2.0, timeout: float = LOAD_TIMEOUT) -> int:
     """The count of answers once none has come for `quiet` seconds."""
     deadline = time.monotonic() + timeout
     answered, since = tally.answered, time.monotonic()
@@ -250,7 +257,7 @@ def test_full_batch_with_imsis_is_over_grpcs_default_retry_buffer() -> None:
 
 def test_killing_a_replica_under_load_loses_no_answer(replicas: list[ServerProcess]) -> None:
     tally = Tally()
-    with Client(targets(replicas)) as client:
+    with Client(targets(replicas), timeout=CALL_TIMEOUT) as client:
         workers = [
             threading.Thread(target=ask_until_stopped, args=(client, tally)) for _ in range(4)
         ]
@@ -274,7 +281,7 @@ def test_async_client_loses_no_answer_when_a_replica_is_killed(
     tally = Tally()
 
     async def load() -> None:
-        async with AsyncClient(targets(replicas)) as client:
+        async with AsyncClient(targets(replicas), timeout=CALL_TIMEOUT) as client:
             await asyncio.gather(*(ask_until_stopped_async(client, tally) for _ in range(4)))
 
     # The load runs on its own event loop thread, so the kill is timed as for threads.

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from served import Served
 from support import (
-    HOME_MCCS,
     PHONE_TAC,
     REGISTRATION_HEADER,
     SmallRegistry,
@@ -21,13 +21,13 @@ from support import (
     write,
 )
 
-from imeireg.client.exit_codes import ExitCode
-from imeireg.server import store as store_module
-from imeireg.server.deltas import import_delta
-from imeireg.server.importers import import_file, roll_back
-from imeireg.server.index import RegistryIndex
-from imeireg.server.normalise import normalise_batch
-from imeireg.server.store import ImportRecord, ListName, Store, StoreError
+from imeireg.cli_support import ExitCode
+from imeireg.server.check.verdict import batch_reasons
+from imeireg.server.imports.delta import import_delta
+from imeireg.server.imports.full import import_file, roll_back
+from imeireg.server.model import ImportRecord, ListName
+from imeireg.server.store import Store, StoreError
+from imeireg.server.store import registry as store_module
 
 R = SmallRegistry
 PROBES = [imei(PHONE_TAC, serial) for serial in range(0, 40)]
@@ -36,7 +36,7 @@ PROBES = [imei(PHONE_TAC, serial) for serial in range(0, 40)]
 def contents(store: Store) -> dict[str, Any]:
     """Everything an import can change, as plain data: every database but the log's."""
     found: dict[str, Any] = {}
-    with store.read() as txn:
+    with store.read() as view:
         for name, db in [
             ("tac_sets", store.tac_sets),
             ("gsma", store.gsma),
@@ -44,10 +44,11 @@ def contents(store: Store) -> dict[str, Any]:
             ("segments", store.segments),
             *((str(which), db) for which, db in store.serial_sets.items()),
         ]:
-            found[name] = {bytes(k): bytes(v) for k, v in txn.cursor(db=db).iternext()}
-        found["rows"] = store.rows(txn)
-    batch = normalise_batch(PROBES)
-    found["facts"] = RegistryIndex(store).facts(batch, [], HOME_MCCS).tolist()
+            found[name] = {bytes(k): bytes(v) for k, v in view.txn.cursor(db=db).iternext()}
+        found["rows"] = view.rows()
+    fresh = Served(store)
+    found["facts"] = batch_reasons(fresh.state, PROBES).tolist()
+    fresh.close()
     return found
 
 
@@ -112,14 +113,13 @@ def test_rollback_returns_every_list_to_its_state_before_a_generation(
     store = Store.open(registry.db, readonly=False)
     first = 8  # the small registry's 7 lists are generations 1 to 7
     states = apply_changes(tmp_path, store)
-    served = RegistryIndex(store)
+    served = Served(store)
     for target in (first + 3, first + 1, first):
         record = roll_back(store, target)
         assert (record.mode, record.list_name, record.rolled_back_to) == ("rollback", "", target)
         assert contents(store) == states[target - first]
-        served.refresh()
-        batch = normalise_batch(PROBES)
-        assert served.facts(batch, [], HOME_MCCS).tolist() == states[target - first]["facts"]
+        served.catch_up()
+        assert batch_reasons(served.state, PROBES).tolist() == states[target - first]["facts"]
     # A rollback is a generation like any other, so it can be undone too.
     roll_back(store, record.generation)
     assert contents(store) == states[1]
@@ -144,8 +144,8 @@ def test_rollback_refuses_generations_it_cannot_reach(
         roll_back(store, 8)
     monkeypatch.setattr(store_module, "HISTORY_GENERATIONS", 3)
     apply_changes(tmp_path, store)  # generations 8 to 12; before-images kept from 10 on
-    with store.read() as txn:
-        assert store.history_kept(txn) == 10
+    with store.read() as view:
+        assert view.history_kept() == 10
     with pytest.raises(StoreError, match="generation 9 is older than the kept history"):
         roll_back(store, 9)
     assert roll_back(store, 10).generation == 13

@@ -23,11 +23,12 @@ from support import (
     write,
 )
 
-from imeireg.client.exit_codes import ExitCode
-from imeireg.server import importers
-from imeireg.server.importers import ImportRefused, ImportRejected, import_file, roll_back
-from imeireg.server.sources import SourceError
-from imeireg.server.store import ListName, SerialSet, Store, TacSet
+from imeireg.cli_support import ExitCode
+from imeireg.server.imports import full as importers
+from imeireg.server.imports.full import ImportRefused, ImportRejected, import_file, roll_back
+from imeireg.server.imports.sources import SourceError
+from imeireg.server.model import ListName, SerialSet, TacSet
+from imeireg.server.store import Store
 
 # Blocks and scattered serials of one TAC, as 15-digit IMEIs.
 FIFTEEN_DIGITS = [
@@ -41,14 +42,14 @@ def store(tmp_path: Path) -> Store:
 
 
 def serials(store: Store, which: SerialSet, tac: str) -> list[int]:
-    with store.read() as txn:
-        found = store.serials(txn, which, int(tac))
+    with store.read() as view:
+        found = view.serials(which, int(tac))
     return [] if found is None else list(found)
 
 
 def generation(store: Store) -> int:
-    with store.read() as txn:
-        return store.snapshot(txn).generation
+    with store.read() as view:
+        return view.snapshot().generation
 
 
 def test_every_list_imports_and_is_logged_with_its_sha256(tmp_path: Path, store: Store) -> None:
@@ -60,12 +61,12 @@ def test_every_list_imports_and_is_logged_with_its_sha256(tmp_path: Path, store:
         assert record.mode == "full"
         assert record.file_name == path.name
         assert record.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
-    with store.read() as txn:
-        rows = store.rows(txn)
-        log = store.import_log(txn)
-        assert set(store.tac_set(txn, TacSet.ALLOCATED)) == {35332211, 1234567, 86000001}
-        assert set(store.tac_set(txn, TacSet.BARRED)) == {86000001}
-        assert store.gsma_record(txn, "01234567") == {
+    with store.read() as view:
+        rows = view.rows()
+        log = view.import_log()
+        assert set(view.tac_set(TacSet.ALLOCATED)) == {35332211, 1234567, 86000001}
+        assert set(view.tac_set(TacSet.BARRED)) == {86000001}
+        assert view.gsma_record("01234567") == {
             "manufacturer": "Zero Mobile",
             "model_name": "Z0",
             "brand_name": "Zero",
@@ -73,8 +74,8 @@ def test_every_list_imports_and_is_logged_with_its_sha256(tmp_path: Path, store:
             "bands": "LTE",
             "allocation_date": "2020-01-01",
         }
-        assert store.is_paired(txn, SmallRegistry.paired[:14], SmallRegistry.paired_imsi)
-        assert not store.is_paired(txn, SmallRegistry.paired[:14], "510109999999999")
+        assert view.is_paired(SmallRegistry.paired[:14], SmallRegistry.paired_imsi)
+        assert not view.is_paired(SmallRegistry.paired[:14], "510109999999999")
     assert rows == {
         ListName.GSMA_TAC: 3,
         ListName.REGISTRATION: 8,
@@ -366,7 +367,7 @@ def test_the_columnar_and_row_readers_build_the_same_list(tmp_path: Path) -> Non
     for which in (SerialSet.REGISTERED, SerialSet.PROVISIONAL):
         assert serials(columnar, which, PHONE_TAC) == serials(by_rows, which, PHONE_TAC)
     with columnar.read() as a, by_rows.read() as b:
-        assert columnar.segments_by_tac(a) == by_rows.segments_by_tac(b)
+        assert a.segments_by_tac() == b.segments_by_tac()
 
 
 def test_serial_sets_fed_directly_import_like_a_file(tmp_path: Path, store: Store) -> None:
@@ -412,9 +413,9 @@ def gsma_file(path: Path, models: int, maker: str = "Acme") -> Path:
 
 
 def gsma_records(store: Store) -> dict[str, dict[str, str] | None]:
-    with store.read() as txn:
-        tacs = [bytes(key).decode() for key, _ in txn.cursor(db=store.gsma)]
-        return {tac: store.gsma_record(txn, tac) for tac in tacs}
+    with store.read() as view:
+        tacs = [bytes(key).decode() for key, _ in view.txn.cursor(db=store.gsma)]
+        return {tac: view.gsma_record(tac) for tac in tacs}
 
 
 def test_gsma_records_are_stored_deflated_and_read_back_whole(tmp_path: Path, store: Store) -> None:
@@ -430,8 +431,8 @@ def test_gsma_records_are_stored_deflated_and_read_back_whole(tmp_path: Path, st
         "bands": "GSM 900,GSM 1800,WCDMA FDD Band I,LTE FDD Band 3,LTE TDD Band 40",
         "allocation_date": "2011-03-02",
     }
-    with store.read() as txn:
-        stored = sum(len(value) for _, value in txn.cursor(db=store.gsma))
+    with store.read() as view:
+        stored = sum(len(value) for _, value in view.txn.cursor(db=store.gsma))
     as_json = sum(len(json.dumps(record)) for record in records.values())
     assert stored * 4 < as_json
 

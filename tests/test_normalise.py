@@ -1,7 +1,7 @@
 """Batch normalisation: the columns must say what `parse_imei` says.
 
 Both implementations are held to it: `normalise.normalise_batch`, the importers'
-whole-array numpy passes, and `kernels.normalise_column`, the request path's
+whole-array numpy passes, and `normalise_compiled.normalise_column`, the request path's
 compiled pass over a request's bytes.
 """
 
@@ -12,10 +12,10 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from imeireg.imei import luhn_check_digit, parse_imei, with_check_digit
-from imeireg.server.columns import TextColumn
-from imeireg.server.facts import CHECK_DIGIT_MISMATCH, INVALID_FORMAT
-from imeireg.server.kernels import normalise_column
-from imeireg.server.normalise import ImeiBatch, normalise_batch
+from imeireg.server.check.columns import TextColumn
+from imeireg.server.check.facts import CHECK_DIGIT_MISMATCH, INVALID_FORMAT
+from imeireg.server.check.normalise import ImeiBatch, normalise_batch
+from imeireg.server.check.normalise_compiled import normalise_column
 
 ASCII_DIGITS = "0123456789"
 bodies = st.text(alphabet=ASCII_DIGITS, min_size=14, max_size=14)

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imeireg.server import facts
-from imeireg.server.facts import (
+from imeireg.server.check import facts
+from imeireg.server.check.facts import (
     BARRED,
     CHECK_DIGIT_MISMATCH,
     GOLDEN,
@@ -22,7 +22,7 @@ from imeireg.server.facts import (
     TAC_BARRED,
     TAC_UNALLOCATED,
 )
-from imeireg.server.policy import Policy, PolicyError
+from imeireg.server.check.policy import Policy, PolicyError
 from imeireg.v1 import legality_pb2 as pb
 
 WHITELISTED = pb.EQUIPMENT_STATUS_WHITELISTED

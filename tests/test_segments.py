@@ -15,19 +15,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyroaring import BitMap
 
-from imeireg.server import facts, kernels
-from imeireg.server.normalise import SERIAL_BITS
-from imeireg.server.segments import (
+from imeireg.server.check import fact_table_search, facts
+from imeireg.server.check.fact_table import (
     END_OF_TAC,
     GAP,
     HAS_PAIRING,
     SEGMENT_DTYPE,
     UNLISTED,
-    Edit,
     FactTable,
-    patch_segments,
-    segments_of,
 )
+from imeireg.server.check.normalise import SERIAL_BITS
+from imeireg.server.store.segments import Edit, patch_segments, segments_of
 
 LAST_SERIAL = 999_999
 LAST_TAC = 99_999_999
@@ -134,7 +132,7 @@ def probes(registry: Registry) -> list[tuple[int, int]]:
 def lookup(table: FactTable, pairs: list[tuple[int, int]]) -> list[int]:
     """The facts the table gives each (TAC, serial), looked up as one batch of IMEI keys."""
     keys = np.array([tac << SERIAL_BITS | serial for tac, serial in pairs], dtype=np.uint64)
-    found = kernels.lookup(table, keys)
+    found = fact_table_search.lookup(table, keys)
     assert found.dtype == np.uint16
     return [int(bits) for bits in found.tolist()]
 

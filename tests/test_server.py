@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from queue import Queue
@@ -26,15 +28,20 @@ from support import (
     write,
 )
 
-from imeireg.client.exit_codes import ExitCode
-from imeireg.server.importers import import_file
-from imeireg.server.store import ListName, Store
+from imeireg.cli_support import ExitCode
+from imeireg.server.imports.full import import_file
+from imeireg.server.model import ListName
+from imeireg.server.store import Store
 from imeireg.v1 import legality_pb2 as pb
 from imeireg.v1 import legality_pb2_grpc as pb_grpc
 
 WHITELISTED = pb.EQUIPMENT_STATUS_WHITELISTED
 GREYLISTED = pb.EQUIPMENT_STATUS_GREYLISTED
 BLACKLISTED = pb.EQUIPMENT_STATUS_BLACKLISTED
+# A new generation is answered from within the watcher's poll and build: well under a
+# second here; a loaded machine may take far longer, and only a broken server never does.
+GENERATION_SWITCH_WAIT = 60.0
+SHUTDOWN_WAIT = 60.0
 
 
 @pytest.fixture
@@ -53,7 +60,7 @@ def check(
     stub: pb_grpc.LegalityServiceStub, imeis: list[str], imsis: list[str] | None = None
 ) -> pb.CheckImeisResponse:
     response: pb.CheckImeisResponse = stub.CheckImeis(
-        pb.CheckImeisRequest(imeis=imeis, imsis=imsis or []), timeout=10
+        pb.CheckImeisRequest(imeis=imeis, imsis=imsis or []), timeout=60
     )
     return response
 
@@ -186,7 +193,7 @@ def test_the_stream_answers_each_request_in_order(stub: pb_grpc.LegalityServiceS
         [R.unregistered] * 3,
         [R.golden_and_stolen],
     ]
-    answers = list(stub.StreamCheckImeis(iter(map(stream_request, batches)), timeout=10))
+    answers = list(stub.StreamCheckImeis(iter(map(stream_request, batches)), timeout=60))
     assert [list(a.check.statuses) for a in answers] == [
         [WHITELISTED],
         [BLACKLISTED, GREYLISTED],
@@ -199,7 +206,7 @@ def test_an_invalid_request_ends_the_stream_after_the_answers_before_it(
     stub: pb_grpc.LegalityServiceStub,
 ) -> None:
     answers = stub.StreamCheckImeis(
-        iter([stream_request([R.registered]), stream_request([])]), timeout=10
+        iter([stream_request([R.registered]), stream_request([])]), timeout=60
     )
     assert list(next(answers).check.statuses) == [WHITELISTED]
     with pytest.raises(grpc.RpcError) as failure:
@@ -210,7 +217,7 @@ def test_an_invalid_request_ends_the_stream_after_the_answers_before_it(
 
 def test_tac_lookup_gives_models_and_marks_unknown_tacs(stub: pb_grpc.LegalityServiceStub) -> None:
     response = stub.LookupTacs(
-        pb.LookupTacsRequest(tacs=[PHONE_TAC, "99999999", "86000001", "01234567"]), timeout=10
+        pb.LookupTacsRequest(tacs=[PHONE_TAC, "99999999", "86000001", "01234567"]), timeout=60
     )
     known, unknown, barred, zero = response.tacs
     assert (known.tac, known.allocated, known.barred) == (PHONE_TAC, True, False)
@@ -241,13 +248,13 @@ def test_tac_lookup_limits(
     stub: pb_grpc.LegalityServiceStub, tacs: list[str], violation: tuple[str, str]
 ) -> None:
     with pytest.raises(grpc.RpcError) as failure:
-        stub.LookupTacs(pb.LookupTacsRequest(tacs=tacs), timeout=10)
+        stub.LookupTacs(pb.LookupTacsRequest(tacs=tacs), timeout=60)
     assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert bad_request(failure.value) == [violation]
 
 
 def test_registry_info_describes_the_snapshot(stub: pb_grpc.LegalityServiceStub) -> None:
-    info = stub.GetRegistryInfo(pb.GetRegistryInfoRequest(), timeout=10)
+    info = stub.GetRegistryInfo(pb.GetRegistryInfoRequest(), timeout=60)
     assert info.schema_version == 2
     assert info.snapshot.generation == 7
     assert info.tac_count == 3
@@ -272,9 +279,12 @@ def test_registry_info_describes_the_snapshot(stub: pb_grpc.LegalityServiceStub)
     assert newest.commit_time == info.snapshot.commit_time
 
 
-def test_an_import_committed_while_serving_is_answered_from_on_the_next_request(
+def test_an_import_committed_while_serving_is_answered_from_soon_after_and_only_then(
     tmp_path: Path, small_registry: SmallRegistry, server: ServerProcess
 ) -> None:
+    """The watcher builds the new generation's state off the event loop and swaps it in:
+    every answer meanwhile comes whole from the old generation, every one after from the
+    new, and the server says how long the build took and how late its loop ran."""
     stub = pb_grpc.LegalityServiceStub(grpc.insecure_channel(server.target))
     before = check(stub, [R.registered, R.stolen])
     assert list(before.statuses) == [WHITELISTED, BLACKLISTED]
@@ -284,12 +294,20 @@ def test_an_import_committed_while_serving_is_answered_from_on_the_next_request(
         import_file(store, ListName.STOLEN, stolen, force=True)
     finally:
         store.close()
-    after = check(stub, [R.registered, R.stolen])
+    deadline = time.monotonic() + GENERATION_SWITCH_WAIT
+    while (after := check(stub, [R.registered, R.stolen])).snapshot == before.snapshot:
+        assert list(after.statuses) == [WHITELISTED, BLACKLISTED]
+        assert time.monotonic() < deadline, "the new generation was never answered from"
+        time.sleep(0.05)
     assert list(after.statuses) == [BLACKLISTED, WHITELISTED]
     assert reason_names(after.reasons[0]) == {"REGISTERED", "STOLEN"}
     assert after.snapshot.generation == before.snapshot.generation + 1
     server.stop()
-    assert "now answering from generation 8 (was 7)" in server.log()
+    assert re.search(
+        r"now answering from generation 8 \(was 7\): built in \d+ ms; "
+        r"the event loop's worst lag meanwhile [\d.]+ ms",
+        server.log(),
+    )
 
 
 def test_health_is_serving_then_not_serving_while_draining(server: ServerProcess) -> None:
@@ -299,12 +317,14 @@ def test_health_is_serving_then_not_serving_while_draining(server: ServerProcess
         assert health.Check(health_pb2.HealthCheckRequest(service=service)).status == (
             health_pb2.HealthCheckResponse.SERVING
         )
-        watch = health.Watch(health_pb2.HealthCheckRequest(service=service), timeout=20)
+        watch = health.Watch(health_pb2.HealthCheckRequest(service=service), timeout=60)
         assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
         server.process.send_signal(signal.SIGTERM)
         assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
         watch.cancel()
-    assert server.stop() == 0
+    # SIGTERM was sent: the server exits by itself (a second signal could meet it after
+    # its loop has closed, and kill it).
+    assert server.process.wait(SHUTDOWN_WAIT) == 0
 
 
 def test_sigterm_drains_calls_in_flight_then_exits_0(server: ServerProcess) -> None:
@@ -316,7 +336,7 @@ def test_sigterm_drains_calls_in_flight_then_exits_0(server: ServerProcess) -> N
 
     with grpc.insecure_channel(server.target) as channel:
         stub = pb_grpc.LegalityServiceStub(channel)
-        answers = stub.StreamCheckImeis(feed(), timeout=20)
+        answers = stub.StreamCheckImeis(feed(), timeout=SHUTDOWN_WAIT)
         requests.put(stream_request([R.registered]))
         assert list(next(answers).check.statuses) == [WHITELISTED]
         server.process.send_signal(signal.SIGTERM)
@@ -331,7 +351,7 @@ def test_sigterm_drains_calls_in_flight_then_exits_0(server: ServerProcess) -> N
         requests.put(None)
         assert list(answers) == []
         assert answers.code() == grpc.StatusCode.OK
-    assert server.stop() == 0
+    assert server.process.wait(SHUTDOWN_WAIT) == 0
     log = server.log()
     assert "draining" in log and "stopped" in log
 
@@ -432,7 +452,7 @@ def test_reflection_lists_the_services(shared_server: ServerProcess) -> None:
     with grpc.insecure_channel(shared_server.target) as channel:
         reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
         request = reflection_pb2.ServerReflectionRequest(list_services="")
-        (answer,) = reflection.ServerReflectionInfo(iter([request]), timeout=10)
+        (answer,) = reflection.ServerReflectionInfo(iter([request]), timeout=60)
     names = {service.name for service in answer.list_services_response.service}
     assert {"imeireg.v1.LegalityService", "grpc.health.v1.Health"} <= names
 
@@ -447,5 +467,6 @@ def test_a_deadline_too_short_to_meet_fails_with_deadline_exceeded(
     stub: pb_grpc.LegalityServiceStub,
 ) -> None:
     with pytest.raises(grpc.RpcError) as failure:
-        stub.CheckImeis(pb.CheckImeisRequest(imeis=[R.registered] * 10_000), timeout=1e-4)
+        # Already expired: a deadline of 0.1 ms was met by a fast answer on a busy machine.
+        stub.CheckImeis(pb.CheckImeisRequest(imeis=[R.registered] * 10_000), timeout=0)
     assert failure.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED

@@ -21,10 +21,11 @@ from support import (
     write,
 )
 
-from imeireg.client.exit_codes import ExitCode
-from imeireg.server import snapshot
-from imeireg.server.importers import import_file
-from imeireg.server.store import SCHEMA_VERSION, ListName, Store
+from imeireg.cli_support import ExitCode
+from imeireg.server.imports.full import import_file
+from imeireg.server.model import ListName
+from imeireg.server.store import SCHEMA_VERSION, Store
+from imeireg.server.store import snapshots as snapshot
 from imeireg.v1 import legality_pb2 as pb
 from imeireg.v1 import legality_pb2_grpc as pb_grpc
 
@@ -249,14 +250,14 @@ def test_a_replica_on_an_export_answers_exactly_like_the_original(
             with grpc.insecure_channel(server.target) as channel:
                 stub = pb_grpc.LegalityServiceStub(channel)
                 checks = [
-                    stub.CheckImeis(pb.CheckImeisRequest(imeis=imeis, imsis=imsis), timeout=10)
+                    stub.CheckImeis(pb.CheckImeisRequest(imeis=imeis, imsis=imsis), timeout=60)
                     for imeis, imsis in every_request(R)
                 ]
                 tacs = stub.LookupTacs(
                     pb.LookupTacsRequest(tacs=[PHONE_TAC, "01234567", "86000001", "99999999"]),
-                    timeout=10,
+                    timeout=60,
                 )
-                info = stub.GetRegistryInfo(pb.GetRegistryInfoRequest(), timeout=10)
+                info = stub.GetRegistryInfo(pb.GetRegistryInfoRequest(), timeout=60)
             answers.append([message.SerializeToString() for message in [*checks, tacs, info]])
             assert checks[0].snapshot.generation == 7
         assert answers[0] == answers[1]
@@ -294,7 +295,7 @@ class CheckLoop:
             stub = pb_grpc.LegalityServiceStub(channel)
             while not self._stop.is_set():
                 try:
-                    response = stub.CheckImeis(request, timeout=5)
+                    response = stub.CheckImeis(request, timeout=60)
                 except grpc.RpcError as error:
                     self.failures.append(error)
                     continue
@@ -332,7 +333,7 @@ def test_a_replica_switches_to_a_newer_snapshot_without_a_failed_call(
             time.sleep(1.2)
             snapshot.install(tmp_path / "snap8", current)
             installed_at = time.monotonic()
-            load.wait_for(8, timeout=3)
+            load.wait_for(8, timeout=60)
             time.sleep(0.3)
     finally:
         assert server.stop() == 0

@@ -16,11 +16,11 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from imeireg.server.columns import TextColumn
-from imeireg.server.kernels import normalise_column
-from imeireg.server.legality import SMALL_BATCH
-from imeireg.server.normalise import normalise_batch
-from imeireg.server.wire import (
+from imeireg.server.check.columns import TextColumn
+from imeireg.server.check.normalise import normalise_batch
+from imeireg.server.check.normalise_compiled import normalise_column
+from imeireg.server.check.verdict import SMALL_BATCH
+from imeireg.server.fronts.grpc.wire import (
     SMALL_REQUEST_BYTES,
     CheckRequest,
     encode_response,
@@ -111,7 +111,7 @@ def request_bytes(imeis: list[str], imsis: list[str] | None = None) -> bytes:
 
 
 def read_in_columns(parsed: CheckRequest) -> bool:
-    """Whether the request's own bytes were read (kernels.request_columns), not protobuf's."""
+    """Whether the request's own bytes were read (`wire.request_columns`), not protobuf's."""
     return isinstance(parsed.imeis, TextColumn) and parsed.imeis.strings is None
 
 

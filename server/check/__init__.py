@@ -1,0 +1,9 @@
+"""The check path: IMEI strings → normalised keys → facts from the fact table → a policy's
+statuses. Columns in, columns out; no I/O and no state of its own, so every front (gRPC
+today, HTTP/2 and Diameter next) answers through the same functions.
+
+`verdict.check(state, imeis, imsis)` is the entry point. Rules live once: IMEI syntax in
+`imeireg.imei` (the reference), its vectorised form in `normalise`, its compiled form in
+`normalise_compiled`; the fact table's layout in `fact_table`, its search in
+`fact_table_search`.
+"""

@@ -1,0 +1,1 @@
+"""Fronts: the protocols callers speak, each a thin codec around `check.verdict.check`."""
