@@ -40,6 +40,10 @@ class System(StrEnum):
     IMEIREG = "imeireg"
     IMEIREG_STREAM = "imeireg stream"
     FLOOR = "empty gRPC method"
+    # imeireg's check RPCs answered with canned bytes (benchmarks/empty_server.py), sent
+    # imeireg's requests: the floor of a check call, the handler's own work aside.
+    EMPTY_HANDLER = "empty handler"
+    EMPTY_HANDLER_STREAM = "empty handler stream"
     REDIS = "Redis"
     POSTGRES = "PostgreSQL"
 
@@ -72,11 +76,11 @@ class Driver(Protocol):
 
 def prepare(system: System, batches: Sequence[Batch]) -> list[Any]:
     """The requests of `system` for `batches`, built once, before any measurement."""
-    if system is System.IMEIREG:
+    if system in (System.IMEIREG, System.EMPTY_HANDLER):
         return [
             pb.CheckImeisRequest(imeis=b.imeis, imsis=b.imsis).SerializeToString() for b in batches
         ]
-    if system is System.IMEIREG_STREAM:
+    if system in (System.IMEIREG_STREAM, System.EMPTY_HANDLER_STREAM):
         return [
             pb.StreamCheckImeisRequest(
                 check=pb.CheckImeisRequest(imeis=b.imeis, imsis=b.imsis)
@@ -101,7 +105,9 @@ def driver_for(job: Job) -> Driver:
         System.CEILING: _Ceiling,
         System.IMEIREG: _GrpcUnary,
         System.FLOOR: _GrpcUnary,
+        System.EMPTY_HANDLER: _GrpcUnary,
         System.IMEIREG_STREAM: _GrpcStream,
+        System.EMPTY_HANDLER_STREAM: _GrpcStream,
         System.REDIS: _Redis,
         System.POSTGRES: _Postgres,
     }
@@ -122,7 +128,8 @@ def _channel(target: str) -> Any:
 
 
 class _GrpcUnary:
-    """CheckImeis, or the health service's Check as the empty method, over raw bytes."""
+    """CheckImeis (imeireg's or the empty handler's), or the health service's Check as the
+    empty method, over raw bytes."""
 
     def __init__(self, job: Job) -> None:
         self.job = job
@@ -146,15 +153,26 @@ class _GrpcUnary:
         if self.job.system is System.FLOOR:
             status = health_pb2.HealthCheckResponse.FromString(response).status
             return bool(status == health_pb2.HealthCheckResponse.SERVING)
-        return bytes(pb.CheckImeisResponse.FromString(response).statuses) == expected
+        return _statuses_match(
+            self.job.system, pb.CheckImeisResponse.FromString(response).statuses, expected
+        )
 
     async def close(self) -> None:
         for channel in self.channels:
             await channel.close()
 
 
+def _statuses_match(system: System, statuses: Sequence[int], expected: bytes) -> bool:
+    """imeireg's answer gives the expected statuses; the empty handler's, which are canned,
+    parse and hold one status per IMEI."""
+    if system in (System.EMPTY_HANDLER, System.EMPTY_HANDLER_STREAM):
+        return len(statuses) == len(expected)
+    return bytes(statuses) == expected
+
+
 class _GrpcStream:
-    """StreamCheckImeis: one stream per in-flight slot, each a write then a read."""
+    """StreamCheckImeis (imeireg's or the empty handler's): one stream per in-flight slot,
+    each a write then a read."""
 
     def __init__(self, job: Job) -> None:
         self.job = job
@@ -179,7 +197,11 @@ class _GrpcStream:
         return answer
 
     def verify(self, request: bytes, response: bytes, expected: bytes) -> bool:
-        return bytes(pb.StreamCheckImeisResponse.FromString(response).check.statuses) == expected
+        return _statuses_match(
+            self.job.system,
+            pb.StreamCheckImeisResponse.FromString(response).check.statuses,
+            expected,
+        )
 
     async def close(self) -> None:
         for stream in self.streams:

@@ -42,6 +42,17 @@ class StorageFigures:
 
 
 @dataclass
+class BaselineFigures:
+    """imeireg at an earlier commit, measured on the same store and workload as this tree's;
+    its measurements are those named `unary` and `stream`."""
+
+    ref: str  # as given to --baseline
+    commit: str  # what it named, abbreviated
+    unary: str  # the system names of its measurements
+    stream: str
+
+
+@dataclass
 class Findings:
     mode: str
     command: str
@@ -58,6 +69,8 @@ class Findings:
     cli_import: ImportFigures | None = None
     measurements: list[Measurement] = field(default_factory=list)
     peers: dict[str, str] = field(default_factory=dict)  # peer → "ok" or why it did not run
+    # --baseline: imeireg at another commit, measured beside this tree's (BaselineFigures)
+    baseline: BaselineFigures | None = None
     problems: list[str] = field(default_factory=list)
 
     def find(

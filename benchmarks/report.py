@@ -14,10 +14,19 @@ THROUGHPUT_SYSTEMS = (
     System.CEILING,
     System.IMEIREG,
     System.IMEIREG_STREAM,
+    System.EMPTY_HANDLER,
+    System.EMPTY_HANDLER_STREAM,
     System.REDIS,
     System.POSTGRES,
 )
 HEADLINE_BATCH = 1_000
+# The issue's target for the handler's own work (≤ 200 µs a 1000-IMEI call), as ratios to
+# the empty handler's throughput at HEADLINE_BATCH, in the same run.
+FLOOR_TARGETS = {System.IMEIREG: 0.7, System.IMEIREG_STREAM: 0.85}
+HANDLER_TARGET_US = 200
+# From this client CPU share in the empty handler's run, the client, not the server, is
+# taken to have set the floor.
+CLIENT_BOUND = 0.9
 # Calls in flight at which batch-1000 latency is also measured: one server process on one
 # CPU serves calls one after another, so a call's latency is at least its service time
 # times the calls ahead of it.
@@ -25,6 +34,11 @@ LATENCY_IN_FLIGHT = 2
 GSMA_DATABASE = "gsma"
 _SPECTRUM = (0.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.99, 100.0)
 _MIB = 2**20
+
+
+def baseline_name(system: System, ref: str) -> str:
+    """What a baseline's measurements of `system` are named: "imeireg (baseline 3ed2e0c)"."""
+    return f"{system.value} (baseline {ref})"
 
 
 def write(findings: Findings, directory: Path) -> None:
@@ -62,6 +76,8 @@ def markdown(findings: Findings) -> str:
         "![throughput](throughput.png)\n\n![latency](latency.png)\n",
         _targets(findings),
         _throughput_table(findings),
+        _floor(findings),
+        _baseline(findings),
         _latency_table(findings),
         _single_imei(findings),
         _stream_vs_unary(findings),
@@ -98,13 +114,22 @@ def _ratio(numerator: float, denominator: float) -> str:
     return f"{numerator / denominator:.1f}x" if denominator else "-"
 
 
+def _throughput_names(findings: Findings) -> list[str]:
+    """The systems of the throughput table and plots, a baseline's after this tree's."""
+    names = [system.value for system in THROUGHPUT_SYSTEMS]
+    if findings.baseline:
+        after = names.index(System.IMEIREG_STREAM) + 1
+        names[after:after] = [findings.baseline.unary, findings.baseline.stream]
+    return names
+
+
 def _throughput_table(findings: Findings) -> str:
     batches = findings.settings["batch_sizes"]
     rows = []
-    for system in THROUGHPUT_SYSTEMS:
-        cells = [_throughput(findings, system, b) for b in batches]
+    for name in _throughput_names(findings):
+        cells = [_throughput(findings, name, b) for b in batches]
         if any(cells):
-            rows.append([system.value, *(_rate(m.imeis_per_second) if m else "-" for m in cells)])
+            rows.append([name, *(_rate(m.imeis_per_second) if m else "-" for m in cells)])
     imeireg = [_throughput(findings, System.IMEIREG, b) for b in batches]
     for peer in (System.REDIS, System.POSTGRES):
         peers = [_throughput(findings, peer, b) for b in batches]
@@ -129,6 +154,120 @@ def _throughput_table(findings: Findings) -> str:
         "## Throughput (IMEI/s) by batch size\n\n"
         + _table(["system", *(f"batch {b:,}" for b in batches)], rows)
         + note
+    )
+
+
+def _floor_points(
+    findings: Findings,
+) -> list[tuple[str, int, Measurement, Measurement, float | None]]:
+    """(call, batch, imeireg's run, the empty handler's run, the target ratio) for each point
+    at which both were measured."""
+    points = []
+    for call, system, empty, batch in (
+        ("unary", System.IMEIREG, System.EMPTY_HANDLER, 1),
+        ("unary", System.IMEIREG, System.EMPTY_HANDLER, HEADLINE_BATCH),
+        ("stream", System.IMEIREG_STREAM, System.EMPTY_HANDLER_STREAM, HEADLINE_BATCH),
+    ):
+        imeireg, floor = _throughput(findings, system, batch), _throughput(findings, empty, batch)
+        if imeireg and floor and imeireg.calls and floor.calls:
+            target = FLOOR_TARGETS.get(system) if batch == HEADLINE_BATCH else None
+            points.append((call, batch, imeireg, floor, target))
+    return points
+
+
+def _client_bound(floor: Measurement) -> bool:
+    return floor.client_cpu_share >= CLIENT_BOUND
+
+
+def _handler_cell(imeireg: Measurement, floor: Measurement) -> str:
+    # Under a client-bound floor the empty server's own cost per call is below the time
+    # per call measured: imeireg's handler costs at least the difference.
+    bound = "≥ " if _client_bound(floor) else ""
+    return f"{bound}{handler_us(imeireg, floor):.0f} µs"
+
+
+def handler_us(imeireg: Measurement, floor: Measurement) -> float:
+    """The handler's own time per call, in µs: one server process on one saturated CPU
+    spends 1 / (calls/s) of CPU per call, so this is what imeireg's call costs over the
+    empty handler's."""
+    return (1 / imeireg.calls_per_second - 1 / floor.calls_per_second) * 1e6
+
+
+def _floor(findings: Findings) -> str:
+    rows = [
+        [
+            call,
+            f"{batch:,}",
+            f"{_rate(floor.imeis_per_second)} ({_rate(floor.calls_per_second)} calls/s)",
+            f"{_rate(imeireg.imeis_per_second)} ({_rate(imeireg.calls_per_second)} calls/s)",
+            f"**{imeireg.imeis_per_second / floor.imeis_per_second:.2f}x**"
+            + (" (floor client-bound)" if _client_bound(floor) else ""),
+            "-" if target is None else f"≥ {target}x",
+            _handler_cell(imeireg, floor),
+            f"{floor.client_cpu_share:.0%} / {imeireg.client_cpu_share:.0%}",
+        ]
+        for call, batch, imeireg, floor, target in _floor_points(findings)
+    ]
+    if not rows:
+        return ""
+    header = [
+        "call", "batch", "empty handler IMEI/s", "imeireg IMEI/s", "imeireg ÷ empty", "target",
+        "handler's own time a call", "client CPU (empty / imeireg)",
+    ]  # fmt: skip
+    return (
+        "## Floor: imeireg against the empty handler\n\n"
+        "The empty handler (`benchmarks/empty_server.py`) is imeireg's server with nothing in "
+        "its check RPCs: a grpc.aio server with imeireg's options, `CheckImeis` and "
+        "`StreamCheckImeis` registered by name with raw bytes in and out, answering a canned "
+        "response of the batch's size (its answers are checked to parse and to hold one "
+        "status per IMEI). It is sent the same request bytes as imeireg, from the same "
+        f"client, at the same concurrency. Target: the handler's own work ≤ "
+        f"{HANDLER_TARGET_US} µs a {HEADLINE_BATCH:,}-IMEI call, i.e. unary ≥ "
+        f"{FLOOR_TARGETS[System.IMEIREG]}x and stream ≥ {FLOOR_TARGETS[System.IMEIREG_STREAM]}x "
+        "the empty handler's IMEI/s.\n\n"
+        + _table(header, rows)
+        + "\n`handler's own time a call` is 1 / imeireg's calls/s - 1 / the empty handler's: "
+        "the server is one process pinned to one CPU, so while that CPU is saturated the "
+        "time a call takes it is its CPU time. At a client CPU share of "
+        f"{CLIENT_BOUND:.0%} or more in the empty handler's run, the client, not the server, "
+        "set the floor (`floor client-bound`): the empty server could answer more, so the "
+        "ratio overstates imeireg and its handler's time is a lower bound.\n"
+    )
+
+
+def _baseline(findings: Findings) -> str:
+    baseline = findings.baseline
+    if baseline is None:
+        return ""
+    rows = []
+    for call, system, name, batch in (
+        ("unary", System.IMEIREG, baseline.unary, 1),
+        ("unary", System.IMEIREG, baseline.unary, HEADLINE_BATCH),
+        ("stream", System.IMEIREG_STREAM, baseline.stream, HEADLINE_BATCH),
+    ):
+        new, old = _throughput(findings, system, batch), _throughput(findings, name, batch)
+        if new and old and old.calls:
+            rows.append(
+                [
+                    call,
+                    f"{batch:,}",
+                    _rate(old.imeis_per_second),
+                    _rate(new.imeis_per_second),
+                    f"**{new.imeis_per_second / old.imeis_per_second:.2f}x**",
+                    f"{old.latencies_ms()[99.0]:.2f} / {new.latencies_ms()[99.0]:.2f}",
+                ]
+            )
+    header = [
+        "call", "batch", f"baseline {baseline.ref} IMEI/s", "this tree IMEI/s",
+        "this tree ÷ baseline", "p99 ms, baseline / this tree",
+    ]  # fmt: skip
+    return (
+        f"## This tree against the baseline {baseline.ref} ({baseline.commit})\n\n"
+        f"imeireg as of {baseline.commit}, from a git worktree installed in a venv of its own "
+        "with this environment's dependency versions, served the same store and was sent the "
+        "same workload, right after this tree's imeireg (git "
+        f"`{findings.machine.get('git', 'unknown')}`; `-dirty`: with uncommitted changes), "
+        "one server process on CPU 0 each.\n\n" + _table(header, rows)
     )
 
 
@@ -258,11 +397,13 @@ def _storage(findings: Findings) -> str:
         ["imeireg server RSS growth over an empty store, after the runs",
          _mib(s.server_rss_warm - s.server_rss_empty),
          _per_imei(s.server_rss_warm - s.server_rss_empty, n)],
-        ["Redis used_memory (the set)", _mib(s.redis_bytes),
-         _per_imei(s.redis_bytes, s.redis_members)],
-        ["PostgreSQL pg_total_relation_size", _mib(s.postgres_bytes),
-         _per_imei(s.postgres_bytes, s.postgres_rows)],
     ]  # fmt: skip
+    if s.redis_members:
+        rows.append(["Redis used_memory (the set)", _mib(s.redis_bytes),
+                     _per_imei(s.redis_bytes, s.redis_members)])  # fmt: skip
+    if s.postgres_rows:
+        rows.append(["PostgreSQL pg_total_relation_size", _mib(s.postgres_bytes),
+                     _per_imei(s.postgres_bytes, s.postgres_rows)])  # fmt: skip
     return (
         f"## Storage ({n:,} IMEIs on the registration list)\n\n"
         + _table(["what", "size", "bytes per IMEI"], rows)
@@ -379,6 +520,25 @@ def _targets(findings: Findings) -> str:
         if stream:
             ratio = stream.imeis_per_second / rate
             target("stream ≥ unary at batch 1000", f"{ratio:.2f}x", ratio >= 1)
+    for call, _, imeireg, empty, wanted in _floor_points(findings):
+        if wanted is None:
+            continue
+        if call == "unary":
+            # The issue states the target in µs and as a ratio; the two agree only for
+            # an empty handler's call of about 470 µs, so both are judged.
+            spent = handler_us(imeireg, empty)
+            target(
+                f"handler's own work ≤ {HANDLER_TARGET_US} µs a 1000-IMEI unary call",
+                _handler_cell(imeireg, empty) + f" (the empty handler's call: "
+                f"{1e6 / empty.calls_per_second:.0f} µs)",
+                spent <= HANDLER_TARGET_US,
+            )
+        ratio = imeireg.imeis_per_second / empty.imeis_per_second
+        target(
+            f"batch 1000 {call} ≥ {wanted}x the empty handler's IMEI/s",
+            f"{ratio:.2f}x" + (" (floor client-bound)" if _client_bound(empty) else ""),
+            ratio >= wanted,
+        )
     single = findings.find(System.IMEIREG, 1, 1)
     floor = findings.find(System.FLOOR, 1, 1)
     if single and floor:
@@ -413,12 +573,12 @@ def _plot_throughput(findings: Findings, path: Path) -> None:
 
     batches = findings.settings["batch_sizes"]
     figure, axes = plt.subplots(figsize=(8, 5))
-    for system in THROUGHPUT_SYSTEMS:
-        points = [(b, _throughput(findings, system, b)) for b in batches]
+    for name in _throughput_names(findings):
+        points = [(b, _throughput(findings, name, b)) for b in batches]
         xs = [b for b, m in points if m]
         ys = [m.imeis_per_second for _, m in points if m]
         if xs:
-            axes.plot(xs, ys, marker="o", label=system.value)
+            axes.plot(xs, ys, marker="o", label=name)
     workers = [m for m in findings.measurements if m.system == WORKERS_LABEL]
     if workers:
         axes.plot(
@@ -451,14 +611,14 @@ def _plot_latency(findings: Findings, path: Path) -> None:
     from matplotlib.ticker import LogFormatter
 
     figure, (spectrum, by_batch) = plt.subplots(1, 2, figsize=(12, 5))
-    for system in THROUGHPUT_SYSTEMS:
-        m = _throughput(findings, system, HEADLINE_BATCH)
+    for name in _throughput_names(findings):
+        m = _throughput(findings, name, HEADLINE_BATCH)
         if m is None:
             continue
         histogram = m.decoded()
         xs = [1 / (1 - p / 100) if p < 100 else 1e5 for p in _SPECTRUM]
         ys = [histogram.get_value_at_percentile(p) / 1000 for p in _SPECTRUM]
-        spectrum.plot(xs, ys, marker=".", label=system.value)
+        spectrum.plot(xs, ys, marker=".", label=name)
     ticks = [1 / (1 - p / 100) for p in (0.0, 50.0, 90.0, 99.0, 99.9, 99.99)]
     spectrum.set_xscale("log")
     spectrum.set_yscale("log")
@@ -471,15 +631,15 @@ def _plot_latency(findings: Findings, path: Path) -> None:
     spectrum.legend()
 
     batches = findings.settings["batch_sizes"]
-    for system in THROUGHPUT_SYSTEMS:
-        points = [(b, _throughput(findings, system, b)) for b in batches]
+    for name in _throughput_names(findings):
+        points = [(b, _throughput(findings, name, b)) for b in batches]
         present = [(b, m) for b, m in points if m]
         if present:
             line = by_batch.plot(
                 [b for b, _ in present],
                 [m.latencies_ms()[50.0] for _, m in present],
                 marker="o",
-                label=f"{system.value} p50",
+                label=f"{name} p50",
             )[0]
             by_batch.plot(
                 [b for b, _ in present],
@@ -487,7 +647,7 @@ def _plot_latency(findings: Findings, path: Path) -> None:
                 marker="x",
                 linestyle=":",
                 color=line.get_color(),
-                label=f"{system.value} p99",
+                label=f"{name} p99",
             )
     by_batch.set_xscale("log")
     by_batch.set_yscale("log")

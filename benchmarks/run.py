@@ -3,9 +3,11 @@
 One run generates a registry, writes its DIRBS files and imports them with
 imeireg's importers, times the `imeireg import` command, then measures on the
 same data and the same workload: the in-process ceiling, imeireg over gRPC
-(unary and stream, one and two server processes), the empty gRPC method, Redis
-and PostgreSQL. The server side runs on CPU 0 and the clients on CPU 1. The
-report goes to benchmarks/results/<timestamp>-<mode>/.
+(unary and stream, one and two server processes), the empty gRPC method (health
+Check), the empty handler (imeireg's check RPCs answering canned bytes: the floor
+of a check call), imeireg at a --baseline commit if given, Redis and PostgreSQL.
+The server side runs on CPU 0 and the clients on CPU 1. The report goes to
+benchmarks/results/<timestamp>-<mode>/.
 """
 
 from __future__ import annotations
@@ -21,19 +23,25 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from benchmarks import answers, dirbs, load, machine, registry, report, workload
 from benchmarks.drivers import Job, System, expected_answers, prepare
-from benchmarks.findings import Findings, ImportFigures, StorageFigures
+from benchmarks.findings import BaselineFigures, Findings, ImportFigures, StorageFigures
 from benchmarks.measurement import Measurement
 from benchmarks.postgres_peer import PostgresPeer, binaries, postgres_server
 from benchmarks.redis_peer import RedisPeer, redis_server
-from benchmarks.report import HEADLINE_BATCH, LATENCY_IN_FLIGHT, WORKERS_LABEL
-from benchmarks.servers import ImeiregServer, imeireg_server
+from benchmarks.report import HEADLINE_BATCH, LATENCY_IN_FLIGHT, WORKERS_LABEL, baseline_name
+from benchmarks.servers import (
+    ImeiregServer,
+    Installation,
+    empty_handler_server,
+    imeireg_server,
+    installation_at,
+)
 from benchmarks.storage import database_bytes
 from imeireg.server.model import ListName
 from imeireg.server.store import Store
@@ -41,6 +49,11 @@ from imeireg.server.store import Store
 RESULTS = Path(__file__).parent / "results"
 BATCH_SIZES = (1, 100, 1_000, 10_000)
 WORKER_BATCH_SIZES = (1, 1_000)
+# The unary batch sizes at which the empty handler and a baseline are measured (their
+# stream at HEADLINE_BATCH only).
+FLOOR_BATCH_SIZES = (1, HEADLINE_BATCH)
+# A baseline's first start compiles its request path into its new venv's numba cache.
+BASELINE_START_TIMEOUT = 600.0
 SERVER_CPUS = (0,)
 CLIENT_CPUS = (1,)
 IMPORT_RUNS = 3
@@ -70,13 +83,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.registered:
         settings = replace(settings, registered=args.registered)
     command = shlex.join(["python", "-m", "benchmarks.run", *(argv or sys.argv[1:])])
-    _install_peers()
+    if not args.skip_peers:
+        _install_peers()
     pinning = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
     if pinning:
         os.sched_setaffinity(0, CLIENT_CPUS)
     started = datetime.datetime.now(datetime.UTC)
     out = args.out / f"{started:%Y%m%d-%H%M%S}-{mode}"
-    with tempfile.TemporaryDirectory(prefix="imeireg-bench-", dir=args.work_dir) as scratch:
+    with (
+        tempfile.TemporaryDirectory(prefix="imeireg-bench-", dir=args.work_dir) as scratch,
+        _baseline(args.baseline, Path(scratch)) as baseline,
+    ):
         findings = _run(
             mode=mode,
             settings=settings,
@@ -85,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             scratch=Path(scratch),
             seed=args.seed,
             pinning=pinning,
+            baseline=baseline,
+            skip_peers=args.skip_peers,
         )
     out.mkdir(parents=True, exist_ok=True)
     findings.save(out / "results.json")
@@ -102,7 +121,27 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=registry.DEFAULT_SEED)
     parser.add_argument("--out", type=Path, default=RESULTS, help="where reports go")
     parser.add_argument("--work-dir", type=Path, help="scratch space (default: the temp dir)")
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also measure imeireg at git REF (a worktree of it installed in a venv in the "
+        "scratch space), right after this tree's, and report new / baseline",
+    )
+    parser.add_argument(
+        "--skip-peers",
+        action="store_true",
+        help="do not measure Redis and PostgreSQL (imeireg, its floors and a baseline only)",
+    )
     return parser
+
+
+def _baseline(ref: str | None, scratch: Path) -> AbstractContextManager[Installation | None]:
+    """imeireg at `ref` installed in `scratch`, first of all: a ref that does not install
+    fails the run before any time is spent on it."""
+    if ref is None:
+        return nullcontext()
+    _say(f"installing imeireg at {ref} (worktree and venv in {scratch})")
+    return installation_at(ref, scratch)
 
 
 def _say(message: str) -> None:
@@ -140,6 +179,8 @@ def _run(
     scratch: Path,
     seed: int,
     pinning: bool,
+    baseline: Installation | None,
+    skip_peers: bool,
 ) -> Findings:
     server_cpus = SERVER_CPUS if pinning else ()
     client_cpus = CLIENT_CPUS if pinning else ()
@@ -166,7 +207,12 @@ def _run(
         command=command,
         started=f"{started:%Y-%m-%d %H:%M:%S} UTC",
         machine=machine.describe(),
-        settings={**asdict(settings), "batch_sizes": list(BATCH_SIZES), "pinning": pinning},
+        settings={
+            **asdict(settings),
+            "batch_sizes": list(BATCH_SIZES),
+            "pinning": pinning,
+            "skip_peers": skip_peers,
+        },
         lists={t.list_name.value: t.rows for t in timings},
         list_imports=[
             {
@@ -210,15 +256,42 @@ def _run(
         lambda: _empty_server(scratch, server_cpus, log),
         bench.rss_empty,
     )
+    _peer(
+        findings,
+        "empty handler",
+        lambda: empty_handler_server(server_cpus, log),
+        bench.empty_handler,
+    )
     _peer(findings, "imeireg", lambda: imeireg_server(db, server_cpus, log), bench.imeireg)
+    if baseline:
+        figures = BaselineFigures(
+            ref=baseline.ref,
+            commit=baseline.commit,
+            unary=baseline_name(System.IMEIREG, baseline.ref),
+            stream=baseline_name(System.IMEIREG_STREAM, baseline.ref),
+        )
+        findings.baseline = figures
+        program = baseline.program
+        _peer(
+            findings,
+            figures.unary,
+            lambda: imeireg_server(
+                db, server_cpus, log, program=program, start_timeout=BASELINE_START_TIMEOUT
+            ),
+            lambda server: bench.baseline(server, figures),
+        )
     _peer(
         findings,
         "imeireg --workers 2",
         lambda: imeireg_server(db, server_cpus and (0, 1), log, workers=2),
         bench.imeireg_workers,
     )
-    _peer(findings, "Redis", lambda: redis_server(server_cpus), bench.redis)
-    _peer(findings, "PostgreSQL", lambda: postgres_server(server_cpus), bench.postgres)
+    if skip_peers:
+        for name in ("Redis", "PostgreSQL"):
+            findings.peers[name] = "skipped (--skip-peers)"
+    else:
+        _peer(findings, "Redis", lambda: redis_server(server_cpus), bench.redis)
+        _peer(findings, "PostgreSQL", lambda: postgres_server(server_cpus), bench.postgres)
     findings.machine["load average at end"] = machine.load_average()
     return findings
 
@@ -336,6 +409,16 @@ class _Bench:
         for size in BATCH_SIZES:
             self.measure(System.IMEIREG_STREAM, server.target, size)
         storage.server_rss_warm = server.rss_bytes()
+
+    def empty_handler(self, server: ImeiregServer) -> None:
+        for size in FLOOR_BATCH_SIZES:
+            self.measure(System.EMPTY_HANDLER, server.target, size)
+        self.measure(System.EMPTY_HANDLER_STREAM, server.target, HEADLINE_BATCH)
+
+    def baseline(self, server: ImeiregServer, figures: BaselineFigures) -> None:
+        for size in FLOOR_BATCH_SIZES:
+            self.measure(System.IMEIREG, server.target, size, label=figures.unary)
+        self.measure(System.IMEIREG_STREAM, server.target, HEADLINE_BATCH, label=figures.stream)
 
     def rss_empty(self, server: ImeiregServer) -> None:
         self.findings.storage.server_rss_empty = server.rss_bytes()

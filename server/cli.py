@@ -192,7 +192,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _import(args: argparse.Namespace) -> int:
     from imeireg.server.imports.delta import DeltaChecks, import_delta
-    from imeireg.server.imports.full import ImportRefused, ImportRejected, import_file
+    from imeireg.server.imports.full import ImportRefused, import_file
+    from imeireg.server.imports.rows import ImportRejected
     from imeireg.server.imports.sources import SourceError
 
     relaxed = args.allow_existing_adds or args.allow_missing or args.allow_conflicts
@@ -264,7 +265,7 @@ def _history(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from imeireg.server.imports.full import roll_back
+    from imeireg.server.imports.rollback import roll_back
 
     store = Store.open(args.db, readonly=False)
     try:

@@ -169,14 +169,12 @@ class RegistryState:
 def registry_state(store: Store) -> RegistryState:
     """The state of the store's newest generation, every database of it read in full."""
     with store.read() as view:
-        names = [bytes(name) for name in view.txn.cursor().iternext(values=False)]
         contents = {}
-        for name in names:
+        for name in view.database_names():
             digest = hashlib.sha256()
-            database = store.env.open_db(name, txn=view.txn, create=False)
-            for key, value in view.txn.cursor(db=database):
+            for key, value in view.database_entries(name):
                 digest.update(struct.pack(">II", len(key), len(value)) + key + value)
-            contents[name.decode()] = digest.hexdigest()
+            contents[name] = digest.hexdigest()
         return RegistryState(view.snapshot(), view.rows(), contents)
 
 

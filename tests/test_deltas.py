@@ -24,15 +24,18 @@ from support import (
 )
 
 from imeireg.cli_support import ExitCode
-from imeireg.server.check import facts
+from imeireg.server.check import fact_table_edits, facts
 from imeireg.server.check.fact_table import HAS_PAIRING, FactTable
 from imeireg.server.check.fact_table_search import lookup
 from imeireg.server.check.normalise import normalise_batch
 from imeireg.server.check.verdict import batch_reasons
-from imeireg.server.imports.delta import DELTAS, DeltaChecks, Entry, import_delta
-from imeireg.server.imports.full import ImportRejected, RowErrors, list_format
+from imeireg.server.imports.delta import DeltaChecks, import_delta
+from imeireg.server.imports.full import import_file
+from imeireg.server.imports.lists import LISTS
+from imeireg.server.imports.rows import Entry, ImportRejected, RowErrors
 from imeireg.server.imports.sources import open_rows, read_header
 from imeireg.server.model import ListName, SerialSet, TacSet
+from imeireg.server.serving import build
 from imeireg.server.store import Store
 
 R = SmallRegistry
@@ -223,6 +226,54 @@ def test_each_check_rejects_the_file_whole_with_line_numbers(tmp_path: Path, sto
     assert fact_names(store, NEW) == [["NOT_REGISTERED"]]
 
 
+@pytest.mark.parametrize(
+    ("list_name", "file", "problem"),
+    [
+        (
+            ListName.REGISTRATION,
+            (REGISTRATION_HEADER, registration_row("1234")),
+            "approved_imei '1234' is not an IMEI "
+            "(14-digit body, 15-digit IMEI or 16-digit IMEISV expected)",
+        ),
+        (
+            ListName.STOLEN,
+            ("imei,reporting_date,status", f"{NEW},2026-13-01,"),
+            "reporting_date '2026-13-01' is not a date like 20200418 or 2020-04-18",
+        ),
+        (ListName.BARRED_TAC, ("tac", "3533221"), "tac '3533221' is not a TAC (8 digits expected)"),
+        (
+            ListName.GSMA_TAC,
+            (GSMA_HEADER, f"{UNALLOCATED_TAC}|Newco|N1|LTE|2026-06-01|Smartphone|Newco"),
+            "allocation_date '2026-06-01' is not a date like 15-Mar-2019",
+        ),
+        (
+            ListName.PAIRING,
+            ("imei,imsi,msisdn", f"{NEW},51010,"),
+            "imsi '51010' is not an IMSI (6 to 15 digits expected)",
+        ),
+        (
+            ListName.PAIRING,
+            ("imei,imsi,msisdn", f"{NEW},510101234567890,62-81"),
+            "msisdn '62-81' is not an MSISDN (up to 15 digits expected)",
+        ),
+    ],
+)
+def test_a_delta_row_is_checked_by_the_rules_of_a_full_files_row(
+    tmp_path: Path, store: Store, list_name: ListName, file: tuple[str, str], problem: str
+) -> None:
+    """Both imports read a list by its one spec: the same row, the same error."""
+    header, row = file
+    full = write(tmp_path / "full.csv", [header, row])
+    with pytest.raises(ImportRejected) as rejected:
+        import_file(store, list_name, full, force=True)
+    assert rejected.value.errors == [f"{full}:2: {problem}"]
+    separator = LISTS[list_name].delimiter
+    changes = write(
+        tmp_path / "delta.csv", [f"{header}{separator}change_type", f"{row}{separator}add"]
+    )
+    assert rejection(store, list_name, changes).errors == [f"{changes}:2: {problem}"]
+
+
 def test_the_flags_relax_one_check_each(tmp_path: Path, store: Store) -> None:
     existing = registration_delta(tmp_path / "existing.csv", (R.registered, "provisional", "add"))
     assert "already has" in str(rejection(store, ListName.REGISTRATION, existing))
@@ -280,8 +331,7 @@ def test_a_served_state_follows_deltas_like_a_fresh_build(
     )
     served = Served(store)
     calls: list[str] = []
-    for method in ("assemble", "splice", "apply_edits"):
-        monkeypatch.setattr(FactTable, method, counting(getattr(FactTable, method), method, calls))
+    count_table_builds(monkeypatch, calls)
     probes = [
         imei(tac, serial)
         for tac in (PHONE_TAC, OTHER_TAC, UNALLOCATED_TAC, "86000001", "00000007")
@@ -313,7 +363,7 @@ def test_a_served_state_follows_deltas_like_a_fresh_build(
                 *[(text, "", "remove") for text in removes],
             ),
         )
-        answers_like_a_fresh_build(["apply_edits"])
+        answers_like_a_fresh_build(["edited"])
         stolen = delta(
             tmp_path / f"s{step}.csv",
             "imei,reporting_date,status",
@@ -326,6 +376,14 @@ def test_a_served_state_follows_deltas_like_a_fresh_build(
         # A generation that changes a TAC set saves the whole table: the next state maps
         # it where it lies and builds nothing.
         answers_like_a_fresh_build([])
+
+
+def count_table_builds(monkeypatch: pytest.MonkeyPatch, calls: list[str]) -> None:
+    """Record in `calls` each way a state's build makes a table: assembled from every
+    segment, spliced, or edited (a delta's edits, in `serving.build`)."""
+    for method in ("assemble", "splice"):
+        monkeypatch.setattr(FactTable, method, counting(getattr(FactTable, method), method, calls))
+    monkeypatch.setattr(build, "edited", counting(fact_table_edits.edited, "edited", calls))
 
 
 def counting(method: Any, name: str, calls: list[str]) -> Any:
@@ -371,13 +429,13 @@ def test_the_command_line_applies_a_delta_and_checks_its_flags(
 
 def read_both(list_name: ListName, path: Path) -> tuple[list[Entry] | None, list[Entry]]:
     """The rows of a delta file as the column reader and as the row reader read them."""
-    _, delimiter = list_format(list_name)
-    delta = DELTAS[list_name]()
+    spec = LISTS[list_name]
     errors = RowErrors(path)
-    with open_rows(path, delimiter) as (header, rows):
-        exact = delta.read(header, rows, errors)
+    with open_rows(path, spec.delimiter) as (header, rows):
+        exact = spec.entries(spec.read_rows(header, rows, errors, delta=True))
     assert not errors.total
-    return delta.read_fast(path, delimiter, header), exact
+    fast = spec.read_columns(path, header, delta=True)
+    return None if fast is None else spec.entries(fast), exact
 
 
 @pytest.mark.parametrize(
@@ -423,10 +481,9 @@ def test_errors_found_after_a_column_read_name_their_exact_lines(
         tmp_path / "d.csv",
         [f"{REGISTRATION_HEADER},change_type", "", f"{registration_row(R.registered)},add"],
     )
-    _, delimiter = list_format(ListName.REGISTRATION)
-    assert DELTAS[ListName.REGISTRATION]().read_fast(
-        path, delimiter, read_header(path, delimiter)
-    ), "read in column blocks"
+    spec = LISTS[ListName.REGISTRATION]
+    header = read_header(path, spec.delimiter)
+    assert spec.read_columns(path, header, delta=True) is not None, "read in column blocks"
     rejected = rejection(store, ListName.REGISTRATION, path)
     assert rejected.errors == [
         f"{path}:3: add of IMEI {R.registered[:14]}, which the list already has"
@@ -448,10 +505,9 @@ def test_a_starting_index_maps_the_saved_table_and_catches_up_on_deltas(
         current = view.snapshot().generation
     assert saved is not None and saved[0] == current - 3
     calls: list[str] = []
-    for method in ("assemble", "splice", "apply_edits"):
-        monkeypatch.setattr(FactTable, method, counting(getattr(FactTable, method), method, calls))
+    count_table_builds(monkeypatch, calls)
     started = Served(store)
-    assert calls == ["apply_edits"]
+    assert calls == ["edited"]
     monkeypatch.undo()
     with store.read() as view:
         with_every_segment = FactTable.assemble(

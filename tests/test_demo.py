@@ -51,8 +51,7 @@ def store(demo: DemoSummary) -> Iterator[Store]:
 def serials_of(store: Store, which: SerialSet) -> dict[int, list[int]]:
     """Every TAC of a serial set and its serials, read straight from the store."""
     with store.read() as view:
-        cursor = view.txn.cursor(db=store.serial_sets[which])
-        tacs = [int.from_bytes(key, "big") for key in cursor.iternext(values=False)]
+        tacs = [int.from_bytes(key, "big") for key, _ in view.database_entries(which)]
         return {tac: list(view.serials(which, tac) or []) for tac in tacs}
 
 
@@ -151,9 +150,7 @@ def test_gsma_records_carry_model_data(demo: DemoSummary, store: Store) -> None:
 
 def test_pairings_are_with_indonesian_imsis(demo: DemoSummary, store: Store) -> None:
     with store.read() as view:
-        pairs = [
-            bytes(key).decode() for key in view.txn.cursor(db=store.pairs).iternext(values=False)
-        ]
+        pairs = [key.decode() for key, _ in view.database_entries("pairs")]
     assert len(pairs) == demo.rows[ListName.PAIRING]
     assert all(pair.split(":")[1].startswith("510") for pair in pairs)
     paired = demo.example("paired")

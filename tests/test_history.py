@@ -24,8 +24,9 @@ from support import (
 from imeireg.cli_support import ExitCode
 from imeireg.server.check.verdict import batch_reasons
 from imeireg.server.imports.delta import import_delta
-from imeireg.server.imports.full import import_file, roll_back
-from imeireg.server.model import ImportRecord, ListName
+from imeireg.server.imports.full import import_file
+from imeireg.server.imports.rollback import roll_back
+from imeireg.server.model import ImportRecord, ListName, SerialSet
 from imeireg.server.store import Store, StoreError
 from imeireg.server.store import registry as store_module
 
@@ -37,14 +38,8 @@ def contents(store: Store) -> dict[str, Any]:
     """Everything an import can change, as plain data: every database but the log's."""
     found: dict[str, Any] = {}
     with store.read() as view:
-        for name, db in [
-            ("tac_sets", store.tac_sets),
-            ("gsma", store.gsma),
-            ("pairs", store.pairs),
-            ("segments", store.segments),
-            *((str(which), db) for which, db in store.serial_sets.items()),
-        ]:
-            found[name] = {bytes(k): bytes(v) for k, v in view.txn.cursor(db=db).iternext()}
+        for name in ("tac_sets", "gsma", "pairs", "segments", *SerialSet):
+            found[name] = dict(view.database_entries(name))
         found["rows"] = view.rows()
     fresh = Served(store)
     found["facts"] = batch_reasons(fresh.state, PROBES).tolist()

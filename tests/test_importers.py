@@ -7,9 +7,13 @@ import hashlib
 import json
 import subprocess
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pyroaring import BitMap
 from support import (
     GSMA_HEADER,
@@ -24,8 +28,13 @@ from support import (
 )
 
 from imeireg.cli_support import ExitCode
+from imeireg.imei import is_digits, parse_imei, with_check_digit
+from imeireg.server.check.normalise import SERIAL_BITS
 from imeireg.server.imports import full as importers
-from imeireg.server.imports.full import ImportRefused, ImportRejected, import_file, roll_back
+from imeireg.server.imports.full import ImportRefused, import_file
+from imeireg.server.imports.imei_columns import valid_keys
+from imeireg.server.imports.rollback import roll_back
+from imeireg.server.imports.rows import ImportRejected
 from imeireg.server.imports.sources import SourceError
 from imeireg.server.model import ListName, SerialSet, TacSet
 from imeireg.server.store import Store
@@ -330,10 +339,28 @@ def test_a_store_that_is_not_lmdb_is_a_store_error(tmp_path: Path) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def stolen_row(i: int, text: str) -> str:
+    """A stolen report of `text`, with each spelling of a date and of a status in turn."""
+    date = ("", "20240101", "2024-01-02")[i % 3]
+    status = ("", "recovered", " Blacklist ", "stolen")[i % 4]
+    return f"{text},{date},{status}"
+
+
+def provisional_every_third_row(i: int, text: str) -> str:
+    return registration_row(text, " WhiteList " if i % 3 else "provisional")
+
+
 @pytest.mark.parametrize(
     ("name", "lines"),
     [
         (ListName.REGISTRATION, [REGISTRATION_HEADER, *map(registration_row, FIFTEEN_DIGITS)]),
+        (
+            ListName.STOLEN,
+            [
+                "imei,reporting_date,status",
+                *(stolen_row(*row) for row in enumerate(FIFTEEN_DIGITS)),
+            ],
+        ),
         (ListName.BARRED, ["imei", *FIFTEEN_DIGITS]),
         (ListName.GOLDEN, ["golden_imei", *(text[:14] for text in FIFTEEN_DIGITS)]),
     ],
@@ -349,30 +376,81 @@ def test_valid_large_lists_are_read_in_columns_without_the_row_reader(
     assert record.rows == len(FIFTEEN_DIGITS)
 
 
-def test_the_columnar_and_row_readers_build_the_same_list(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "header", "row"),
+    [
+        (ListName.REGISTRATION, REGISTRATION_HEADER, provisional_every_third_row),
+        (ListName.STOLEN, "imei,reporting_date,status", stolen_row),
+    ],
+)
+def test_the_columnar_and_row_readers_build_the_same_list(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: ListName,
+    header: str,
+    row: Callable[[int, str], str],
+) -> None:
     columnar = Store.create(tmp_path / "columnar")
     by_rows = Store.create(tmp_path / "rows")
-    rows = [
-        registration_row(text, "" if i % 3 else "provisional")
-        for i, text in enumerate(FIFTEEN_DIGITS)
-    ]
-    import_file(
-        columnar, ListName.REGISTRATION, write(tmp_path / "a.csv", [REGISTRATION_HEADER, *rows])
-    )
+    # Some IMEIs twice, said otherwise the second time: the list's rules choose between them.
+    texts = [*FIFTEEN_DIGITS, *FIFTEEN_DIGITS[:50]]
+    with monkeypatch.context() as patched:
+        patched.setattr(importers, "open_rows", None)  # the file must be read in columns
+        first = import_file(
+            columnar,
+            name,
+            write(tmp_path / "a.csv", [header, *(row(*at) for at in enumerate(texts))]),
+        )
     # One IMEI padded with spaces is valid but not columnar: the whole file goes row by row.
-    padded = [*rows[:-1], registration_row(f" {FIFTEEN_DIGITS[-1]} ")]
-    import_file(
-        by_rows, ListName.REGISTRATION, write(tmp_path / "b.csv", [REGISTRATION_HEADER, *padded])
+    padded = [*texts[:-1], f" {texts[-1]} "]
+    second = import_file(
+        by_rows, name, write(tmp_path / "b.csv", [header, *(row(*at) for at in enumerate(padded))])
     )
-    for which in (SerialSet.REGISTERED, SerialSet.PROVISIONAL):
+    assert (first.rows, first.added) == (second.rows, second.added)
+    assert first.rows == len(FIFTEEN_DIGITS)
+    for which in SerialSet:
         assert serials(columnar, which, PHONE_TAC) == serials(by_rows, which, PHONE_TAC)
     with columnar.read() as a, by_rows.read() as b:
         assert a.segments_by_tac() == b.segments_by_tac()
 
 
+ASCII_DIGITS = "0123456789"
+bodies = st.text(alphabet=ASCII_DIGITS, min_size=14, max_size=14)
+imeis = bodies.map(with_check_digit)
+spellings = st.one_of(
+    imeis,
+    bodies,
+    st.builds(str.__add__, bodies, st.text(alphabet=ASCII_DIGITS, min_size=2, max_size=2)),
+    st.text(alphabet=ASCII_DIGITS, min_size=15, max_size=15),  # mostly a wrong check digit
+    imeis.map("imei-".__add__),
+    st.text(max_size=17),
+)
+
+
+@given(
+    st.one_of(st.lists(imeis), st.lists(bodies), st.lists(spellings)),
+    st.lists(imeis, max_size=3),
+)
+def test_a_column_of_imeis_reads_as_the_reference_parses_it_or_not_at_all(
+    texts: list[str], before: list[str]
+) -> None:
+    """The column reader's keys are `parse_imei`'s; it leaves to the row reader any column
+    that is not all valid IMEIs of one digit spelling (an Arrow slice, as a block can be)."""
+    keys = valid_keys(pa.array([*before, *texts], pa.string())[len(before) :])
+    parsed = [parse_imei(text) for text in texts]
+    one_spelling = len({len(text) for text in texts}) == 1 and all(map(is_digits, texts))
+    if one_spelling and all(found and not found.check_digit_mismatch for found in parsed):
+        assert keys is not None
+        assert keys.tolist() == [
+            int(found.tac) << SERIAL_BITS | int(found.serial) for found in parsed if found
+        ]
+    else:
+        assert keys is None or (not texts and not len(keys))
+
+
 def test_serial_sets_fed_directly_import_like_a_file(tmp_path: Path, store: Store) -> None:
     registered = [(int("01234567"), BitMap([7])), (int(PHONE_TAC), BitMap(range(0, 5000)))]
-    record = importers.import_serial_sets(
+    record = importers.import_bitmaps(
         store,
         ListName.REGISTRATION,
         {SerialSet.REGISTERED: iter(registered), SerialSet.PROVISIONAL: iter([])},
@@ -388,7 +466,7 @@ def test_serial_sets_fed_directly_import_like_a_file(tmp_path: Path, store: Stor
     assert serials(store, SerialSet.REGISTERED, "01234567") == [7]
     assert len(serials(store, SerialSet.REGISTERED, PHONE_TAC)) == 5000
     with pytest.raises(ValueError, match="TACs must come in ascending order"):
-        importers.import_serial_sets(
+        importers.import_bitmaps(
             store,
             ListName.REGISTRATION,
             {SerialSet.REGISTERED: reversed(registered)},
@@ -396,7 +474,7 @@ def test_serial_sets_fed_directly_import_like_a_file(tmp_path: Path, store: Stor
             source="generator seed 1",
         )
     with pytest.raises(ImportRefused, match="generator seed 2: 1 rows is fewer than 75%"):
-        importers.import_serial_sets(
+        importers.import_bitmaps(
             store, ListName.REGISTRATION, {}, rows=1, source="generator seed 2"
         )
 
@@ -414,7 +492,7 @@ def gsma_file(path: Path, models: int, maker: str = "Acme") -> Path:
 
 def gsma_records(store: Store) -> dict[str, dict[str, str] | None]:
     with store.read() as view:
-        tacs = [bytes(key).decode() for key, _ in view.txn.cursor(db=store.gsma)]
+        tacs = [key.decode() for key, _ in view.database_entries("gsma")]
         return {tac: view.gsma_record(tac) for tac in tacs}
 
 
@@ -432,7 +510,7 @@ def test_gsma_records_are_stored_deflated_and_read_back_whole(tmp_path: Path, st
         "allocation_date": "2011-03-02",
     }
     with store.read() as view:
-        stored = sum(len(value) for _, value in view.txn.cursor(db=store.gsma))
+        stored = sum(len(value) for _, value in view.database_entries("gsma"))
     as_json = sum(len(json.dumps(record)) for record in records.values())
     assert stored * 4 < as_json
 
@@ -441,8 +519,9 @@ def test_a_gsma_record_stored_as_plain_json_still_reads(tmp_path: Path, store: S
     import_file(store, ListName.GSMA_TAC, gsma_file(tmp_path / "gsma.csv", 10))
     record = {"manufacturer": "Old", "model_name": "O1", "brand_name": "", "device_type": "",
               "bands": "", "allocation_date": ""}  # fmt: skip
-    with store.env.begin(write=True) as txn:
-        txn.put(b"99999999", json.dumps(record).encode(), db=store.gsma)
+    with store.env.begin(write=True) as txn:  # as a store written before records were deflated
+        gsma = store.env.open_db(b"gsma", txn=txn, create=False)
+        txn.put(b"99999999", json.dumps(record).encode(), db=gsma)
     assert gsma_records(store)["99999999"] == record
 
 

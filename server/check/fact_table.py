@@ -37,7 +37,8 @@ GAP = facts.TAC_UNALLOCATED | facts.NOT_REGISTERED
 assert facts.FACT_SPACE <= HAS_PAIRING, "fact bits must fit below HAS_PAIRING in 16 bits"
 
 BLOCK = 16  # keys per block of the fact table's two-step search: two cache lines
-_NO_KEY = np.iinfo(np.uint64).max
+#: The key that pads the table to whole blocks: above any IMEI's.
+NO_KEY = np.iinfo(np.uint64).max
 # A segment as stored: (point, facts) pairs, little-endian; read as bytes, or as a view
 # of the store's pages.
 Segment = bytes | memoryview
@@ -63,7 +64,7 @@ class FactTable:
 
     def __post_init__(self) -> None:
         if padding := -len(self.keys) % BLOCK:
-            object.__setattr__(self, "keys", np.append(self.keys, np.full(padding, _NO_KEY)))
+            object.__setattr__(self, "keys", np.append(self.keys, np.full(padding, NO_KEY)))
             found = np.append(self.facts, np.full(padding, GAP, np.uint16))
             object.__setattr__(self, "facts", found)
         object.__setattr__(self, "sample", self.keys[::BLOCK].copy())
@@ -95,7 +96,7 @@ class FactTable:
         after_points = np.cumsum(lengths)  # where each TAC's end marker goes among the points
         keys = np.repeat(tacs << np.uint64(SERIAL_BITS), lengths + 1)
         keys += np.insert(packed["point"], after_points, END_OF_TAC)
-        keys = np.concatenate([np.zeros(1, np.uint64), keys, np.full(padding, _NO_KEY)])
+        keys = np.concatenate([np.zeros(1, np.uint64), keys, np.full(padding, NO_KEY)])
         inner: U16 = np.insert(
             packed["facts"] | np.repeat(base.astype(np.uint16), lengths), after_points, GAP
         )
@@ -116,7 +117,7 @@ class FactTable:
         in none; after them, the facts that held at the next TAC's first key resume.
         Costs a copy of the table, not an assembly of every TAC.
         """
-        size = int(np.searchsorted(self.keys, _NO_KEY))
+        size = int(np.searchsorted(self.keys, NO_KEY))
         keys, found = self.keys[:size], self.facts[:size]
         shift = np.uint64(SERIAL_BITS)
         starts, ends = tacs << shift, (tacs + np.uint64(1)) << shift
@@ -165,7 +166,7 @@ class FactTable:
     ) -> FactTable:
         """This table with each of `keys` (sorted, distinct) given its new segment facts,
         and its TAC's own facts: what a delta changed, without re-reading any segment."""
-        size = int(np.searchsorted(self.keys, _NO_KEY))
+        size = int(np.searchsorted(self.keys, NO_KEY))
         tacs = keys >> np.uint64(SERIAL_BITS)
         new = segment_facts | np.where(
             sorted_contains(_array_of(allocated), tacs), 0, facts.TAC_UNALLOCATED

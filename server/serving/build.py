@@ -6,9 +6,10 @@ A next state costs what changed: the edits of deltas applied to the previous tab
 the segments of the TACs a generation changed spliced into it; a table mostly changed
 (a full import of a list) is assembled anew.
 
-This is seconds of numpy work at 10^9 IMEIs, so it runs on a thread (`watcher.py`):
-numpy releases the GIL in its array passes, and the event loop keeps answering from the
-previous state until the new one is swapped in.
+This is seconds of array work at 10^9 IMEIs, so it runs on a thread (`watcher.py`), and
+the event loop keeps answering from the previous state until the new one is swapped in.
+What runs on that thread must not hold the GIL for long: a delta's edits are merged by a
+compiled pass that releases it (`fact_table_edits`); a saved table is mapped, not read.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy.typing as npt
 from pyroaring import FrozenBitMap
 
 from imeireg.server.check.fact_table import SEGMENT_DTYPE, FactTable, Segment
+from imeireg.server.check.fact_table_edits import edited
 from imeireg.server.check.policy import Policy
 from imeireg.server.model import TacSet
 from imeireg.server.serving.state import ServingState
@@ -125,7 +127,7 @@ def _caught_up(
     edits = _edits_since(view, previous, current)
     if edits is not None:
         keys, segment_facts = merge_edits(edits)
-        return table.apply_edits(keys, segment_facts, *tac_sets)
+        return edited(table, keys, segment_facts, *tac_sets)
     changed = _changed_since(view, previous, current)
     if changed is not None and not changed:
         return table

@@ -14,8 +14,8 @@ from imeireg.server.store.registry import (
     Store,
     StoreError,
     StoreWriter,
+    bitmaps_by_tac,
     merge_edits,
-    pair_key,
 )
 
 __all__ = [
@@ -26,6 +26,6 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreWriter",
+    "bitmaps_by_tac",
     "merge_edits",
-    "pair_key",
 ]
