@@ -9,10 +9,16 @@ For each scale (the `--compare-to` one first), one run:
 2. builds a store: the GSMA TAC database and the small lists (stolen, barred,
    barred TACs, golden, pairing) through DIRBS files and `import_file`, then the
    registration list fed straight from the generator's runs, one roaring bitmap
-   per TAC, through `import_serial_sets` (a CSV of 10^9 rows is 90 GB);
+   per TAC, through `import_bitmaps` (a CSV of 10^9 rows is 90 GB);
 3. starts one `imeireg serve` on CPU 0 and times it from exec to SERVING;
 4. measures unary CheckImeis at batch 1,000 with run.py's load driver, one
-   client process on CPU 1.
+   client process on CPU 1;
+5. while that server runs, re-imports the registration list with 1 % of its rows
+   changed (issue "Serving core redesign": a full re-import of the national list is
+   answered from within 10 s of its commit, and the server's event loop stalls no more
+   than 5 ms while its watcher builds the new state), and reads from the server's log
+   when it answered from the new generation, how long its build took and the event
+   loop's worst lag meanwhile.
 Every phase is timed with the process's peak RSS (VmHWM, reset per phase). The
 report goes to benchmarks/results/<timestamp>-scale/report.md and to stdout.
 """
@@ -39,13 +45,13 @@ from types import FrameType
 import numpy as np
 from pyroaring import BitMap
 
-from benchmarks import answers, dirbs, load, machine, registry, workload
+from benchmarks import answers, dirbs, load, machine, registry, workers, workload
 from benchmarks.drivers import Job, System, expected_answers, prepare
 from benchmarks.measurement import Measurement
 from benchmarks.registry import SERIAL_SPACE, U32, U64, Registry, SerialRuns
 from benchmarks.servers import imeireg_server
 from benchmarks.storage import database_bytes
-from imeireg.server.imports.full import import_file, import_serial_sets
+from imeireg.server.imports.full import import_bitmaps, import_file
 from imeireg.server.model import ListName, SerialSet
 from imeireg.server.serving.build import opened_state
 from imeireg.server.store import Store
@@ -104,6 +110,17 @@ class Feed:
 
 
 @dataclass
+class Reimport:
+    """The registration list re-imported while the server runs: what the server made of it."""
+
+    rows_changed: int
+    generation: int
+    visible: float | None = None  # seconds from the commit to the server's switch
+    build_ms: float | None = None  # the server's build of the new state, by its log
+    loop_lag_ms: float | None = None  # the event loop's worst lag during that build
+
+
+@dataclass
 class ScaleRun:
     """Every figure of one scale."""
 
@@ -121,6 +138,7 @@ class ScaleRun:
     server_rss_warm: int = 0
     measurement: Measurement | None = None
     load_average: str = ""  # of the machine right after the measured window
+    reimport: Reimport | None = None
     interrupted: str = ""
     problems: list[str] = field(default_factory=list)
 
@@ -142,12 +160,17 @@ class ScaleRun:
 
 _GENERATE = "generate the registry"
 _SMALL_LISTS = "small lists: DIRBS files written and imported"
-_REGISTRATION = "registration list fed to import_serial_sets"
+_REGISTRATION = "registration list fed to import_bitmaps"
 _IMPORT_PHASES = (_SMALL_LISTS, _REGISTRATION)
 _WRITING_FILES = "writing their DIRBS files"
 _INDEX = "serving state built in this process (what serve does at start)"
 _WORKLOAD = "workload and expected answers"
 _SERVE = "imeireg serve: start and load"
+_REIMPORT = "registration list re-imported while serving"
+# Targets of issue "Serving core redesign" for a full re-import at 1.2 x 10^9.
+REIMPORT_VISIBLE_SECONDS = 10.0
+LOOP_LAG_TARGET_MS = 5.0
+_SWITCH_TIMEOUT = 600.0  # seconds to wait for the server's switch before calling it missing
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -273,7 +296,7 @@ def _build_and_serve(
             System.IMEIREG, BATCH_SIZE, len(batches), expected.statuses, expected.members
         ),
     )
-    del reg, pool, expected  # the server and the client need none of it
+    del pool, expected  # the server and the client need none of it; the re-import, `reg`
 
     _say(f"{run.registered:,}: imeireg serve")
     with (
@@ -286,6 +309,14 @@ def _build_and_serve(
         measurement = load.run(replace(job, target=server.target))
         run.load_average = machine.load_average()
         run.server_rss_warm = server.rss_bytes()
+        _say(f"{run.registered:,}: the registration list re-imported while serving")
+        with phases(_REIMPORT):
+            run.reimport = _reimport_while_serving(reg, db, seed, scratch / "server.log")
+        _say(
+            f"{run.registered:,}: generation {run.reimport.generation} answered "
+            f"{_seconds(run.reimport.visible)} after its commit; build "
+            f"{_ms(run.reimport.build_ms)}, event loop's worst lag {_ms(run.reimport.loop_lag_ms)}"
+        )
     run.measurement = measurement
     latency = measurement.latencies_ms()
     _say(
@@ -371,11 +402,12 @@ def _import_small_lists(
         store.close()
 
 
-def _import_registration(reg: Registry, db: Path, feed: Feed, seed: int) -> None:
+def _import_registration(reg: Registry, db: Path, feed: Feed, seed: int) -> int:
+    """Import the registration list from the generator's runs; returns its generation."""
     store = Store.create(db)
     feed.began_at = time.perf_counter()
     try:
-        import_serial_sets(
+        record = import_bitmaps(
             store,
             ListName.REGISTRATION,
             {
@@ -394,6 +426,32 @@ def _import_registration(reg: Registry, db: Path, feed: Feed, seed: int) -> None
         feed.ended_at = time.perf_counter()
     finally:
         store.close()
+    return record.generation
+
+
+def _reimport_while_serving(reg: Registry, db: Path, seed: int, log: Path) -> Reimport:
+    """Re-import the registration list with 1 % of its complete registrations taken out,
+    then wait for the server's log to say it answers from the new generation."""
+    rng = np.random.default_rng(seed + 1)
+    count = reg.complete.count
+    # Drawn with repeats and then made distinct: a draw without repeats permutes all
+    # `count` positions, 9.6 GB at 1.2 x 10^9.
+    positions = np.sort(rng.integers(0, count, size=count // 100, dtype=np.uint64))
+    positions = positions[np.r_[True, positions[1:] != positions[:-1]]]
+    pieces, _ = reg.complete.without(reg.complete.body_at(positions))
+    changed = replace(reg, complete=pieces)
+    generation = _import_registration(changed, db, Feed(), seed)
+    committed_at = time.time()
+    reimport = Reimport(len(positions), generation)
+    deadline = time.monotonic() + _SWITCH_TIMEOUT
+    while time.monotonic() < deadline:
+        switch = next((s for s in workers.switches(log) if s.generation >= generation), None)
+        if switch is not None:
+            reimport.visible = switch.at - committed_at
+            reimport.build_ms, reimport.loop_lag_ms = switch.build_ms, switch.loop_lag_ms
+            break
+        time.sleep(0.05)
+    return reimport
 
 
 def registered_serials(starts: U32, lengths: U32) -> BitMap:
@@ -454,7 +512,7 @@ def markdown(
         "Per scale: the registry generated (seed as in the command); the GSMA TAC database and "
         "the small lists written as DIRBS files and imported with `import_file`; the "
         "registration list fed straight from the generator's runs, one roaring bitmap per TAC, "
-        "through `import_serial_sets` (one transaction, one generation); then one "
+        "through `import_bitmaps` (one transaction, one generation); then one "
         f"`imeireg serve` process and unary `CheckImeis` at batch {BATCH_SIZE:,}, "
         f"{CONCURRENCY} calls in flight over {CHANNELS} connections, {WARMUP:g} s warm-up then "
         f"{DURATION:g} s measured, on a pool of {QUERIES:,} queries in run.py's mix; {where}. "
@@ -507,6 +565,21 @@ def _targets(scale: ScaleRun | None, reference: ScaleRun | None) -> str:
             f"SERVING ≤ {START_TARGET_SECONDS:g} s after start",
             _seconds(start),
             verdict(None if start is None else start <= START_TARGET_SECONDS),
+        ),
+    ]
+    reimport = scale.reimport
+    visible = reimport.visible if reimport else None
+    lag = reimport.loop_lag_ms if reimport else None
+    rows += [
+        (
+            f"full re-import answered ≤ {REIMPORT_VISIBLE_SECONDS:g} s after its commit",
+            _seconds(visible),
+            verdict(None if visible is None else visible <= REIMPORT_VISIBLE_SECONDS),
+        ),
+        (
+            f"event loop's longest stall while it is built ≤ {LOOP_LAG_TARGET_MS:g} ms",
+            _ms(lag),
+            verdict(None if lag is None else lag <= LOOP_LAG_TARGET_MS),
         ),
     ]
     ratio = _throughput_ratio(scale, reference)
@@ -576,6 +649,13 @@ def _figures(runs: Sequence[ScaleRun]) -> str:
             "verified answers ok",
             _measured(lambda m: f"{m.verified - m.mismatches}/{m.verified}, {m.errors} errors"),
         ),
+        ("re-import while serving (1 % of rows taken out)", _phase_time(_REIMPORT)),
+        (
+            "… commit to the server answering from it",
+            _reimported(lambda r: _seconds(r.visible)),
+        ),
+        ("… the server's build of the new state", _reimported(lambda r: _ms(r.build_ms))),
+        ("… the event loop's worst lag meanwhile", _reimported(lambda r: _ms(r.loop_lag_ms))),
     ]
     header = ("", *(f"{run.registered:,} registered" for run in runs))
     return _table(header, [(label, *(show(run) for run in runs)) for label, show in rows])
@@ -677,6 +757,14 @@ def _duration(seconds: float | None) -> str:
 
 def _seconds(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.2f} s"
+
+
+def _ms(milliseconds: float | None) -> str:
+    return "-" if milliseconds is None else f"{milliseconds:.1f} ms"
+
+
+def _reimported(show: Callable[[Reimport], str]) -> Figure:
+    return lambda run: "-" if run.reimport is None else show(run.reimport)
 
 
 def _gib(size: int | None) -> str:

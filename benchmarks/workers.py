@@ -1,11 +1,14 @@
 """The workers of one `imeireg serve --workers N`, seen from outside: their connections, and
 when each began answering from each generation, by its own log.
 
-Each worker logs, with its pid, "serving ..." once it listens and "now answering
-from generation N (was M)" when a request finds a newer generation committed (the
-index switches at the first request after a commit, so a worker that skips
-generations logs only the newest). The log's times are local wall-clock time to
-the millisecond, comparable with the importer's commit times.
+Each worker logs, with its pid, "serving ..." once it listens, and a line at every switch:
+its watcher (server/serving/watcher.py) polls the store every 0.1 s, builds the next
+serving state on a thread while the loop keeps answering from the current one, then swaps
+it in and logs "now answering from generation N (was M): built in B ms; the event loop's
+worst lag meanwhile L ms" ("switched to snapshot PATH generation N ..." when `--db` was
+repointed). A worker that finds several generations committed since its last look builds
+and logs only the newest. The log's times are local wall-clock time to the millisecond,
+comparable with the importer's commit times, and taken after the swap.
 """
 
 from __future__ import annotations
@@ -18,18 +21,26 @@ from datetime import datetime
 from pathlib import Path
 
 _LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) imeireg\[(\d+)\] (.*)$")
-_SWITCH = re.compile(r"now answering from generation (\d+)")
+# The build and lag clauses are absent from the lines of servers before the watcher.
+_SWITCH = re.compile(
+    r"(?:now answering from|switched to snapshot .+) generation (\d+) \(was \d+\)"
+    r"(?:: built in ([\d.]+) ms)?(?:; the event loop's worst lag meanwhile ([\d.]+) ms)?"
+)
 _ESTABLISHED = "01"
 _TCP_TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
 
 
 @dataclass(frozen=True)
 class Switch:
-    """A worker began answering from `generation` at `at` (Unix time)."""
+    """A worker began answering from `generation` at `at` (Unix time), after building its
+    state in `build_ms` while its event loop ran at worst `loop_lag_ms` late (None: not
+    logged)."""
 
     pid: int
     at: float
     generation: int
+    build_ms: float | None = None
+    loop_lag_ms: float | None = None
 
 
 def _entries(log: Path) -> list[tuple[float, int, str]]:
@@ -59,10 +70,14 @@ def wait_serving(log: Path, workers: int, timeout: float) -> set[int]:
 def switches(log: Path) -> list[Switch]:
     """Every switch to a newer generation the log records, in order."""
     return [
-        Switch(pid, when, int(match[1]))
+        Switch(pid, when, int(match[1]), _number(match[2]), _number(match[3]))
         for when, pid, message in _entries(log)
         if (match := _SWITCH.match(message))
     ]
+
+
+def _number(text: str | None) -> float | None:
+    return None if text is None else float(text)
 
 
 def visible_after(

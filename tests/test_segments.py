@@ -346,3 +346,43 @@ def test_applying_a_deltas_edits_answers_like_a_table_built_afresh(
     )
     pairs = probes(before) + probes(after)
     assert lookup(edited, pairs) == [after.facts_of(tac, serial) for tac, serial in pairs]
+
+
+# The search tree's edges: one block, one more than a block, a full level, and past it.
+TREE_EDGES = (1, 15, 16, 17, 255, 256, 257, 4095, 4096, 4097, 65_536, 65_537)
+
+
+@st.composite
+def sorted_tables(draw: st.DrawFn) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint16]]:
+    """Distinct sorted keys from 0 (as every table starts), spread wide or packed in runs
+    as factory blocks pack them, and a fact per key."""
+    rows = draw(st.one_of(st.sampled_from(TREE_EDGES), st.integers(1, 20_000)))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    span = draw(st.sampled_from([rows, 4 * rows, 1 << 20, 1 << 47]))
+    keys = np.unique(np.r_[0, rng.integers(1, span, size=rows - 1, dtype=np.uint64, endpoint=True)])
+    while len(keys) < rows:  # collisions: top up with keys past the last
+        keys = np.r_[keys, keys[-1] + np.arange(1, rows - len(keys) + 1, dtype=np.uint64)]
+    return keys, rng.integers(0, 1 << 16, size=rows, dtype=np.uint16)
+
+
+@settings(max_examples=300, deadline=None)
+@given(sorted_tables(), st.integers(0, 2**32 - 1))
+def test_the_search_tree_finds_the_last_key_at_or_below_each_query_as_a_binary_search_does(
+    table_columns: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint16]], seed: int
+) -> None:
+    keys, found = table_columns
+    table = FactTable(keys, found)
+    rng = np.random.default_rng(seed)
+    highest = np.iinfo(np.uint64).max - 1  # above every IMEI key; the last of the key space
+    queries = np.concatenate(
+        [
+            keys,
+            keys + np.uint64(1),
+            np.maximum(keys, np.uint64(1)) - np.uint64(1),
+            rng.integers(0, int(keys[-1]) + 2, size=500, dtype=np.uint64, endpoint=True),
+            rng.integers(0, highest, size=100, dtype=np.uint64, endpoint=True),
+            np.array([0, highest], dtype=np.uint64),
+        ]
+    )
+    expected = found[np.searchsorted(keys, queries, side="right") - 1]
+    assert fact_table_search.lookup(table, queries).tolist() == expected.tolist()

@@ -1,10 +1,12 @@
-"""IMSI checks over a column of a request's bytes, compiled: which rows are not IMSIs."""
+"""IMSI checks over a column of a request's bytes, compiled: which rows are not IMSIs, and
+whether a subscriber is a roamer."""
 
 from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
 
+from imeireg.imei import MCC_DIGITS
 from imeireg.server.check.columns import TextColumn
 from imeireg.server.compiled import BYTES, I64S, compiled
 
@@ -36,3 +38,15 @@ def invalid_imsis(column: TextColumn, digits: range) -> list[int]:
     rows: I64 = _invalid_imsis(column.chars, column.starts, column.lengths, digits[0], digits[-1])
     invalid: list[int] = rows.tolist()
     return invalid
+
+
+@compiled(f"boolean({BYTES}, int64, int64, {I64S})")
+def is_foreign(chars: U8, start: int, length: int, home_mccs: I64) -> bool:
+    """Whether the IMSI at `start` (`length` bytes, not empty) is not of a home MCC; one
+    too short to hold an MCC is."""
+    if length < MCC_DIGITS:
+        return True
+    mcc = 0
+    for at in range(start, start + MCC_DIGITS):
+        mcc = mcc * 10 + int(chars[at]) - _ZERO
+    return mcc not in home_mccs

@@ -18,12 +18,14 @@ from imeireg.imei import MCC_DIGITS, parse_imei
 from imeireg.server.check import facts
 from imeireg.server.check.columns import TextColumn
 from imeireg.server.check.fact_table import HAS_PAIRING
-from imeireg.server.check.fact_table_search import batch_facts
+from imeireg.server.check.fact_table_search import lookup
 from imeireg.server.check.normalise import SERIAL_BITS
 from imeireg.server.check.normalise_compiled import normalise_column
+from imeireg.server.check.verdict_compiled import verdicts
 from imeireg.server.model import Snapshot
 from imeireg.server.serving.state import ServingState
 
+U8 = npt.NDArray[np.uint8]
 U32 = npt.NDArray[np.uint32]
 
 # Up to this size a batch is answered IMEI by IMEI: numpy's fixed cost per
@@ -35,7 +37,7 @@ SMALL_BATCH = 16
 class BatchVerdict:
     """Aligned columns answering one batch: status numbers and reason bit sets."""
 
-    statuses: npt.NDArray[np.uint8]
+    statuses: U8
     reasons: U32
     snapshot: Snapshot
 
@@ -58,9 +60,9 @@ def check(state: ServingState, imeis: Sequence[str], imsis: Sequence[str] = ()) 
         reasons = np.fromiter(
             (facts_of(state, imei, imsi) for imei, imsi in pairs), np.uint32, len(imeis)
         )
-    else:
-        reasons = batch_reasons(state, imeis, imsis)
-    return BatchVerdict(state.policy.decide(reasons), reasons, state.snapshot)
+        return BatchVerdict(state.policy.decide(reasons), reasons, state.snapshot)
+    reasons, statuses = _batch(state, imeis, imsis)
+    return BatchVerdict(statuses, reasons, state.snapshot)
 
 
 _NO_IMSIS = itertools.repeat("")
@@ -68,17 +70,23 @@ _NO_IMSIS = itertools.repeat("")
 
 def batch_reasons(state: ServingState, imeis: Sequence[str], imsis: Sequence[str] = ()) -> U32:
     """The fact bits of every IMEI of a batch; `imsis` is empty or aligned with it."""
-    batch = normalise_column(TextColumn.of(imeis))
+    return _batch(state, imeis, imsis)[0]
+
+
+def _batch(state: ServingState, imeis: Sequence[str], imsis: Sequence[str]) -> tuple[U32, U8]:
+    """The fact bits and statuses of a batch: normalised, looked up in the fact table, and
+    decided, each in one compiled pass; then the pairings asked of the store."""
     column = TextColumn.of(imsis)
-    found = batch_facts(state.table, batch, column, state.policy.home_mcc_numbers)
-    paired = np.uint32(HAS_PAIRING)
-    for row in np.flatnonzero(found & paired).tolist() if len(column) else ():
+    batch = normalise_column(TextColumn.of(imeis))
+    table_facts = lookup(state.table, batch.keys)
+    reasons, statuses, to_pair = verdicts(batch, table_facts, column, state.policy)
+    # Rows whose IMEI has pairings and came with an IMSI: few, each a read of the store.
+    for row in to_pair.tolist():
         tac, serial = divmod(int(batch.keys[row]), 1 << SERIAL_BITS)
-        imsi = column[row]
-        if imsi and state.view.is_paired(f"{tac:08d}{serial:06d}", imsi):
-            found[row] |= facts.PAIRED
-    found &= ~paired
-    return found
+        if state.view.is_paired(f"{tac:08d}{serial:06d}", column[row]):
+            reasons[row] |= facts.PAIRED
+            statuses[row] = state.policy.decide(reasons[row : row + 1])[0]
+    return reasons, statuses
 
 
 def facts_of(state: ServingState, imei: str, imsi: str = "") -> int:

@@ -6,11 +6,9 @@ it builds the next `ServingState` on a thread — the previous state keeps answe
 meanwhile — and swaps one reference. Handlers read `watcher.state` once per request and
 never await before answering, so every answer comes from exactly one generation.
 
-The build thread runs at a lower scheduling priority than the event loop's. A worker
-is often pinned to one CPU: at equal priority the kernel shares that CPU between the
-two threads in slices of milliseconds, and the loop waited its turn while a build ran
-(max 60 ms in the updates benchmark at 10^7). Niced, the build takes the CPU the loop
-leaves idle, and the loop preempts it as soon as a call or a timer wakes it.
+Builds run on one thread of their own, at the loop's priority. A niced build thread was
+tried, and stalls of up to 793 ms were seen with it in the updates benchmark at load 9:
+most likely a priority inversion, the starved thread holding the GIL the loop waited for.
 """
 
 from __future__ import annotations
@@ -18,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -38,10 +35,6 @@ Built = TypeVar("Built")
 #: How often the store and the `--db` link are looked at: a committed import is answered
 #: within this plus its build (a delta at 10^7 IMEIs: tens of milliseconds).
 POLL_SECONDS = 0.1
-#: How much nicer than the event loop the build thread runs (Linux: per thread). At +10 the
-#: kernel weighs it at about a tenth of the loop, so under a full load a build still
-#: progresses, at about a tenth of a CPU.
-BUILD_NICENESS = 10
 
 
 class Watcher:
@@ -58,7 +51,7 @@ class Watcher:
             self._store.close()
             raise
         self._probe = probe
-        self._builder = ThreadPoolExecutor(1, "state-build", initializer=_lower_priority)
+        self._builder = ThreadPoolExecutor(1, "state-build")
         self._rejected_target: Path | None = None
         self._failed_snapshot: Snapshot | None = None
 
@@ -144,15 +137,6 @@ class Watcher:
             previous.snapshot.generation,
             (time.perf_counter() - began) * 1e3,
         )
-
-
-def _lower_priority() -> None:
-    """Make the calling thread (the build thread) `BUILD_NICENESS` nicer."""
-    tid = threading.get_native_id()
-    try:
-        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + BUILD_NICENESS)
-    except OSError as error:  # a platform without per-thread priorities: builds still work
-        log.warning("the state build thread keeps the loop's priority: %s", error)
 
 
 def _opened(target: Path, policy: Policy) -> tuple[Store, ServingState]:

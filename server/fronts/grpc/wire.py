@@ -28,14 +28,15 @@ I64 = npt.NDArray[np.int64]
 # protobuf and its answer's varints written in Python: their fixed costs are lower than
 # the compiled passes' (25 against 49 µs a check, in process).
 FEW_IMEIS = 16
-_STRING_TAGS = (1 << 3 | 2, 2 << 3 | 2)  # fields 1 (imeis) and 2 (imsis), length-delimited
+_IMEIS_TAG, _IMSIS_TAG = 1 << 3 | 2, 2 << 3 | 2  # fields 1 and 2, length-delimited
+_STRING_TAGS = (_IMEIS_TAG, _IMSIS_TAG)
 _ASCII_END = 0x80
 _MAX_LENGTH_SHIFT = 21  # a string's length in at most 4 varint bytes
 
 _CHECK_TAG = bytes([1 << 3 | 2])  # field 1 of the stream messages
-_STATUSES_TAG = bytes([1 << 3 | 2])
-_REASONS_TAG = bytes([2 << 3 | 2])
-_SNAPSHOT_TAG = bytes([3 << 3 | 2])
+_STATUSES_TAG = 1 << 3 | 2  # the fields of a CheckImeisResponse, length-delimited
+_REASONS_TAG = 2 << 3 | 2
+_SNAPSHOT_TAG = 3 << 3 | 2
 #: Up to this size a request is read by protobuf: FEW_IMEIS IMEIs and IMSIs at most.
 SMALL_REQUEST_BYTES = FEW_IMEIS * (2 + 16 + 2 + 15)
 
@@ -68,24 +69,41 @@ def _fields(data: U8) -> tuple[bool, I64, I64, I64, I64]:
     starts = np.empty((2, capacity), np.int64)
     lengths = np.empty((2, capacity), np.int64)
     unread = (False, starts[0, :0], lengths[0, :0], starts[1, :0], lengths[1, :0])
-    counts = np.zeros(2, np.int64)
-    position = 0
+    # In a message of ASCII bytes only (tags, lengths and strings: any request of IMEIs
+    # and IMSIs), no string needs checking byte by byte and every length is one byte. One
+    # pass over all of it, which vectorises, and none string by string: 10.8 against 44
+    # µs for a request of 1000 IMEIs and 1000 IMSIs.
+    high_bits = 0
+    for byte in data:
+        high_bits |= byte
+    every_string_ascii = high_bits < _ASCII_END
+    imeis = imsis = position = 0
     while position < len(data):
         tag = data[position]
-        length, start = _length_at(data, position + 1)
+        if every_string_ascii and position + 1 < len(data):
+            length, start = int(data[position + 1]), position + 2
+        else:
+            length, start = _length_at(data, position + 1)
         if tag not in _STRING_TAGS or length < 0 or start + length > len(data):
             return unread
-        high_bits = 0
-        for at in range(start, start + length):
-            high_bits |= data[at]
-        if high_bits >= _ASCII_END:
-            return unread
-        field = (tag >> 3) - 1
-        starts[field, counts[field]] = start
-        lengths[field, counts[field]] = length
-        counts[field] += 1
+        if not every_string_ascii:
+            string_bits = 0
+            for at in range(start, start + length):
+                string_bits |= data[at]
+            if string_bits >= _ASCII_END:
+                return unread
+        # Counted apart, not in an array indexed by field: a count kept in memory made each
+        # string wait for the store of the one before (10.8 against 8.9 µs a request of
+        # 1000 IMEIs and 1000 IMSIs).
+        if tag == _IMEIS_TAG:
+            starts[0, imeis] = start
+            lengths[0, imeis] = length
+            imeis += 1
+        else:
+            starts[1, imsis] = start
+            lengths[1, imsis] = length
+            imsis += 1
         position = start + length
-    imeis, imsis = counts
     return True, starts[0, :imeis], lengths[0, :imeis], starts[1, :imsis], lengths[1, :imsis]
 
 
@@ -102,25 +120,38 @@ def request_columns(raw: bytes) -> tuple[TextColumn, TextColumn] | None:
     )
 
 
-@compiled(f"uint8[::1]({U32S})")
-def _varints(values: U32) -> U8:
-    out = np.empty(5 * len(values), np.uint8)
-    size = 0
-    for value in values:
-        rest = value
-        while rest >= 0x80:
-            out[size] = (rest & 0x7F) | 0x80
-            rest >>= 7
-            size += 1
-        out[size] = rest
-        size += 1
-    return out[:size]
+@compiled("int64(uint8[::1], int64, uint64)")
+def _put_varint(out: U8, at: int, value: int) -> int:
+    """`value` written as a varint at `at`; where the next byte goes."""
+    while value >= 0x80:
+        out[at] = (value & 0x7F) | 0x80
+        value >>= 7
+        at += 1
+    out[at] = value
+    return at + 1
 
 
-def packed_varints(values: U32) -> U8:
-    """`values` as the payload of a packed repeated varint field."""
-    packed: U8 = _varints(values)
-    return packed
+@compiled(f"uint8[::1]({BYTES}, {U32S}, {BYTES})")
+def _response(statuses: U8, reasons: U32, snapshot: U8) -> U8:
+    """A CheckImeisResponse in one buffer: packed statuses, packed reasons, snapshot. One
+    allocation and one copy out: 4.0 µs for 1000 IMEIs, where writing the varints apart
+    and joining the parts took 5.6."""
+    packed = 0  # the reasons' varints, whose length goes before them
+    for reason in reasons:
+        packed += 1 + (reason >= 1 << 7) + (reason >= 1 << 14) + (reason >= 1 << 21)
+        packed += reason >= 1 << 28
+    out = np.empty(3 * 6 + len(statuses) + packed + len(snapshot), np.uint8)
+    out[0] = _STATUSES_TAG
+    at = _put_varint(out, 1, len(statuses))
+    out[at : at + len(statuses)] = statuses
+    out[at + len(statuses)] = _REASONS_TAG
+    at = _put_varint(out, at + len(statuses) + 1, packed)
+    for reason in reasons:
+        at = _put_varint(out, at, reason)
+    out[at] = _SNAPSHOT_TAG
+    at = _put_varint(out, at + 1, len(snapshot))
+    out[at : at + len(snapshot)] = snapshot
+    return out[: at + len(snapshot)]
 
 
 @dataclass(frozen=True)
@@ -180,23 +211,23 @@ def varint(value: int) -> bytes:
     return bytes(out)
 
 
-def encode_response(
-    statuses: npt.NDArray[np.uint8], reasons: npt.NDArray[np.uint32], snapshot: bytes
-) -> bytes:
+def encode_response(statuses: U8, reasons: U32, snapshot: bytes) -> bytes:
     """A serialized CheckImeisResponse; `snapshot` is a serialized Snapshot message."""
-    if len(statuses) <= FEW_IMEIS:  # a few varints: Python writes them sooner
-        packed = b"".join(map(varint, reasons.tolist()))
-    else:
-        packed = packed_varints(reasons).tobytes()
+    statuses = statuses.astype(np.uint8, copy=False)
+    if len(statuses) > FEW_IMEIS:
+        encoded: U8 = _response(statuses, reasons, np.frombuffer(snapshot, np.uint8))
+        return encoded.tobytes()
+    # A few varints: Python writes them sooner.
+    packed = b"".join(map(varint, reasons.tolist()))
     return b"".join(
         (
-            _STATUSES_TAG,
+            bytes((_STATUSES_TAG,)),
             varint(len(statuses)),
-            statuses.astype(np.uint8).tobytes(),
-            _REASONS_TAG,
+            statuses.tobytes(),
+            bytes((_REASONS_TAG,)),
             varint(len(packed)),
             packed,
-            _SNAPSHOT_TAG,
+            bytes((_SNAPSHOT_TAG,)),
             varint(len(snapshot)),
             snapshot,
         )
